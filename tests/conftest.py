@@ -1,0 +1,48 @@
+""" Test configuration, including the pytest plugin that runs timm's own model tests on this package's models.
+
+timm's ``tests/test_models.py`` chooses models from timm's registry when it is imported, and chooses the
+models for its ``forward_intermediates`` tests by the name of the module that registered them. This plugin
+ 1. imports ``timm_posembed`` before collection, so our models are in the registry;
+ 2. while that file is imported (see ``timm_conformance.import_timm_model_tests``), adds our model modules to
+    any ``list_models(module=...)`` filter, since every model of ours implements ``forward_intermediates``;
+ 3. deselects every collected timm test that is not parametrized by one of our models, and those that carry
+    none of the markers timm's own CI runs (the unmarked ones download pretrained weights or, like the
+    prune-contract test, are "excluded from CI" upstream; set TIMM_POSEMBED_SLOW=1 to run them too).
+"""
+import os
+
+import pytest
+import torch
+
+import timm_posembed  # noqa: F401  (registers the models before any test module is collected)
+from timm_conformance import CONFORMANCE_MODULE, our_model_names
+
+# Markers timm's test_models.py uses (declared in timm's own pyproject, which we do not read).
+TIMM_MARKERS = ('base', 'cfg', 'cfg_nonstd', 'forward', 'backward', 'torchscript', 'features', 'fxforward',
+                'fxbackward')
+
+
+def pytest_configure(config):
+    for m in TIMM_MARKERS:
+        config.addinivalue_line('markers', f'{m}: timm test_models.py marker')
+    config.addinivalue_line('markers', 'slow: slower tests (still run in CI)')
+    torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
+
+
+def pytest_collection_modifyitems(config, items):
+    ours = our_model_names()
+    keep, drop = [], []
+    for item in items:
+        if getattr(getattr(item, 'function', None), '__module__', '') != CONFORMANCE_MODULE:
+            keep.append(item)
+            continue
+        params = getattr(getattr(item, 'callspec', None), 'params', {})
+        name = params.get('model_name')
+        ci_marked = any(item.get_closest_marker(m) for m in TIMM_MARKERS) or os.environ.get('TIMM_POSEMBED_SLOW')
+        if isinstance(name, str) and name.split('.')[0] in ours and ci_marked:
+            keep.append(item)
+        else:
+            drop.append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep

@@ -1,0 +1,188 @@
+""" Complex Order Position Embedding (COPE)
+
+Position as a complex function of the token index, after
+`Encoding word order in complex embeddings` - https://arxiv.org/abs/1912.12333 (Wang et al., ICLR 2020),
+applied to ViT as in the seed paper (ViT-Tiny/16 on Tiny-ImageNet, `../shared/seeds/000_*`).
+
+Each token embedding ``x`` is the amplitude of ``x · exp(iφ)`` with ``φ = p·Ω + Θ`` (p = token index, cls at 0).
+The real-valued network consumes ``Re + Im = x·cos φ + x·sin φ``.
+
+Usable on its own with any token sequence of fixed length, e.g. in place of a timm ViT's ``pos_embed``.
+"""
+import math
+from typing import Literal, Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ['ComplexOrderPosEmbed', 'sinusoid_frequencies']
+
+CopeFuse = Literal['sum', 'real']
+CopeMode = Literal['multiplicative', 'additive']
+CopeResize = Literal['interpolate', 'extrapolate']
+
+
+def sinusoid_frequencies(dim: int, device=None, dtype=None) -> torch.Tensor:
+    """Transformer sinusoid frequencies ``10000^(-2*floor(j/2)/dim)`` for ``j = 0..dim-1``."""
+    j = torch.arange(dim, device=device, dtype=torch.float64)
+    freq = torch.pow(10000.0, -2.0 * torch.div(j, 2, rounding_mode='floor') / dim)
+    return freq.to(dtype=dtype or torch.get_default_dtype())
+
+
+class ComplexOrderPosEmbed(nn.Module):
+    """ Complex Order Position Embedding for a fixed-length token sequence.
+
+    Modes (every mode and fuse has the same two ``(1, num_tokens, dim)`` learnable tables):
+      * ``'multiplicative'`` (default, Wang et al.): learnable frequency ``freq`` (Ω) and phase ``phase`` (Θ);
+        the tokens are the amplitude. ``fuse='sum'``: ``x·cos φ + x·sin φ``; ``fuse='real'``: ``x·cos φ``.
+      * ``'additive'`` (ablation): fixed sinusoid frequencies, learnable amplitude ``amplitude`` (R) and phase
+        ``phase`` (Θ); ``x + R·(cos φ + sin φ)`` (``fuse='sum'``) or ``x + R·cos φ`` (``fuse='real'``).
+
+    The angle reaches hundreds of radians, so φ, cos and sin are always computed in float32 (also under
+    autocast or in a bf16/fp16 model); the result is cast back to the input dtype.
+    """
+
+    def __init__(
+            self,
+            num_tokens: int,
+            dim: int,
+            fuse: CopeFuse = 'sum',
+            mode: CopeMode = 'multiplicative',
+            device=None,
+            dtype=None,
+    ) -> None:
+        """
+        Args:
+            num_tokens: Sequence length T (prefix tokens included), positions are ``0..T-1``.
+            dim: Embedding dimension D.
+            fuse: How the complex value becomes real: ``'sum'`` (Re + Im) or ``'real'`` (Re).
+            mode: ``'multiplicative'`` (tokens are the amplitude) or ``'additive'`` (added like a PE).
+            device: Parameter device.
+            dtype: Parameter dtype.
+        """
+        super().__init__()
+        if fuse not in ('sum', 'real'):
+            raise ValueError(f"ComplexOrderPosEmbed: fuse must be 'sum' or 'real', got {fuse!r}")
+        if mode not in ('multiplicative', 'additive'):
+            raise ValueError(f"ComplexOrderPosEmbed: mode must be 'multiplicative' or 'additive', got {mode!r}")
+        if num_tokens < 1 or dim < 1:
+            raise ValueError(f'ComplexOrderPosEmbed: num_tokens and dim must be >= 1, got {num_tokens}, {dim}')
+        dd = {'device': device, 'dtype': dtype}
+        self.num_tokens = num_tokens
+        self.dim = dim
+        self.fuse = fuse
+        self.mode = mode
+        self.additive = mode == 'additive'
+        self.use_sin = fuse == 'sum'
+        if self.additive:
+            self.amplitude = nn.Parameter(torch.empty(1, num_tokens, dim, **dd))
+            self.freq = None
+        else:
+            self.freq = nn.Parameter(torch.empty(1, num_tokens, dim, **dd))
+            self.amplitude = None
+        self.phase = nn.Parameter(torch.empty(1, num_tokens, dim, **dd))
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """Ω (or, additive, the fixed frequencies) = Transformer sinusoid frequencies, Θ = 0, R = 1."""
+        if self.phase.is_meta:
+            return
+        with torch.no_grad():
+            self.phase.zero_()
+            if self.freq is not None:
+                self.freq.copy_(sinusoid_frequencies(self.dim).view(1, 1, -1).expand_as(self.freq))
+            if self.amplitude is not None:
+                self.amplitude.fill_(1.0)
+
+    def angle(self, device: Optional[torch.device] = None) -> torch.Tensor:
+        """The angle φ, shape ``(1, T, D)``, float32."""
+        device = device if device is not None else self.phase.device
+        pos = torch.arange(self.num_tokens, device=device, dtype=torch.float32).view(1, -1, 1)
+        if self.freq is not None:
+            freq = self.freq.to(device=device, dtype=torch.float32)
+        else:
+            freq = sinusoid_frequencies(self.dim, device=device, dtype=torch.float32).view(1, 1, -1)
+        return pos * freq + self.phase.to(device=device, dtype=torch.float32)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Two asserts, not one with `and`: torch.fx cannot branch on a traced shape.
+        torch._assert(x.shape[1] == self.num_tokens, 'ComplexOrderPosEmbed: token count differs from num_tokens')
+        torch._assert(x.shape[2] == self.dim, 'ComplexOrderPosEmbed: embedding width differs from dim')
+        phi = self.angle(x.device)
+        wave = torch.cos(phi) + torch.sin(phi) if self.use_sin else torch.cos(phi)
+        if self.amplitude is not None:
+            out = x.float() + self.amplitude.float() * wave
+        else:
+            out = x.float() * wave
+        return out.to(x.dtype)
+
+    @torch.no_grad()
+    def resized_tables(
+            self,
+            new_grid: Tuple[int, int],
+            old_grid: Tuple[int, int],
+            num_prefix_tokens: int = 1,
+            method: CopeResize = 'interpolate',
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Tables for a new patch grid, ``(freq or amplitude, phase)``.
+
+        ``'interpolate'``: the angle field φ of the patch tokens is resampled over the 2D grid (bicubic) and
+        frequency (or amplitude) tables too; the new phase is chosen so that ``p_new·Ω_new + Θ_new`` equals the
+        resampled angle at every new position, i.e. each image location keeps (an interpolation of) its angle.
+        ``'extrapolate'``: COPE is a function of the position index, so the learnt per-dimension frequency (the
+        mean row of Ω) and phase are evaluated at the new indices, the way Wang et al. extend to longer sequences.
+        Prefix-token rows are kept as they are.
+        """
+        if method not in ('interpolate', 'extrapolate'):
+            raise ValueError(f"resize method must be 'interpolate' or 'extrapolate', got {method!r}")
+        old_len = num_prefix_tokens + old_grid[0] * old_grid[1]
+        if old_len != self.num_tokens:
+            raise ValueError(
+                f'ComplexOrderPosEmbed has {self.num_tokens} tokens but old grid {old_grid} with '
+                f'{num_prefix_tokens} prefix tokens gives {old_len}')
+        new_len = num_prefix_tokens + new_grid[0] * new_grid[1]
+        table = (self.freq if self.freq is not None else self.amplitude).float()
+        phase = self.phase.float()
+        npt = num_prefix_tokens
+        pos_new = torch.arange(npt, new_len, device=phase.device, dtype=torch.float32).view(1, -1, 1)
+
+        if method == 'extrapolate':
+            new_table = table[:, npt:].mean(dim=1, keepdim=True).expand(1, new_len - npt, self.dim)
+            new_phase = phase[:, npt:].mean(dim=1, keepdim=True).expand(1, new_len - npt, self.dim)
+        else:
+            def _grid(t: torch.Tensor) -> torch.Tensor:
+                t = t.reshape(1, old_grid[0], old_grid[1], self.dim).permute(0, 3, 1, 2)
+                t = F.interpolate(t, size=new_grid, mode='bicubic', align_corners=False)
+                return t.permute(0, 2, 3, 1).reshape(1, -1, self.dim)
+
+            new_table = _grid(table[:, npt:])
+            new_phi = _grid(self.angle()[:, npt:])
+            if self.freq is not None:
+                new_phase = new_phi - pos_new * new_table
+            else:
+                new_phase = new_phi - pos_new * sinusoid_frequencies(self.dim, device=phase.device).view(1, 1, -1)
+        new_table = torch.cat([table[:, :npt], new_table], dim=1)
+        new_phase = torch.cat([phase[:, :npt], new_phase], dim=1)
+        dtype = self.phase.dtype
+        return new_table.to(dtype).contiguous(), new_phase.to(dtype).contiguous()
+
+    @torch.no_grad()
+    def resize(
+            self,
+            new_grid: Tuple[int, int],
+            old_grid: Tuple[int, int],
+            num_prefix_tokens: int = 1,
+            method: CopeResize = 'interpolate',
+    ) -> None:
+        """Resize the tables in place for a new patch grid (see ``resized_tables``)."""
+        table, phase = self.resized_tables(new_grid, old_grid, num_prefix_tokens, method)
+        self.num_tokens = table.shape[1]
+        if self.freq is not None:
+            self.freq = nn.Parameter(table, requires_grad=self.freq.requires_grad)
+        else:
+            self.amplitude = nn.Parameter(table, requires_grad=self.amplitude.requires_grad)
+        self.phase = nn.Parameter(phase, requires_grad=self.phase.requires_grad)
+
+    def extra_repr(self) -> str:
+        return f'num_tokens={self.num_tokens}, dim={self.dim}, fuse={self.fuse}, mode={self.mode}'

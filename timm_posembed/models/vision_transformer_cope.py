@@ -1,0 +1,230 @@
+""" Vision Transformer with Complex Order Position Embedding (COPE)
+
+ViT whose learnable absolute position embedding is replaced by a complex-order embedding: each token (class
+token at position 0) is the amplitude of ``x·exp(i(p·Ω + Θ))`` and the network sees ``Re + Im``.
+
+Papers:
+  * `Encoding word order in complex embeddings` - https://arxiv.org/abs/1912.12333 (Wang et al., ICLR 2020)
+  * the seed paper (`../shared/seeds/000_*`): ViT-Tiny/16 with COPE on Tiny-ImageNet, 34.0 vs 32.2 top-1.
+  * `An Image is Worth 16x16 Words` - https://arxiv.org/abs/2010.11929
+
+Built on timm's ``VisionTransformer`` with ``pos_embed='none'``; everything else (blocks, heads, feature API)
+is timm's.
+"""
+import math
+from typing import Any, Dict, Literal, Optional, Set, Tuple
+
+import torch
+import torch.nn as nn
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.layers import to_2tuple
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models.vision_transformer import VisionTransformer
+
+from timm_posembed.layers.cope import ComplexOrderPosEmbed, CopeFuse, CopeMode, CopeResize
+from ._hub import hub_id
+from ._input import check_image_input
+
+__all__ = ['VisionTransformerCOPE']
+
+_COPE_KEYS = ('cope.freq', 'cope.amplitude', 'cope.phase')
+
+
+class VisionTransformerCOPE(VisionTransformer):
+    """ ViT with a Complex Order Position Embedding in place of the learnable ``pos_embed``.
+
+    Takes every ``VisionTransformer`` argument except ``pos_embed`` (always ``'none'``) and
+    ``dynamic_img_size`` (the COPE tables cover a fixed token count; change ``img_size`` instead), plus:
+        cope_fuse: ``'sum'`` (Re + Im, default) or ``'real'``.
+        cope_mode: ``'multiplicative'`` (default) or ``'additive'`` (ablation).
+        cope_resize: how the tables follow a new grid when ``set_input_size`` is called or a checkpoint made at
+            another size is loaded: ``'interpolate'`` (default) or ``'extrapolate'``; see
+            ``ComplexOrderPosEmbed.resized_tables`` and MODEL_CARDS.md for the measured comparison.
+    """
+
+    def __init__(
+            self,
+            *args: Any,
+            cope_fuse: CopeFuse = 'sum',
+            cope_mode: CopeMode = 'multiplicative',
+            cope_resize: CopeResize = 'interpolate',
+            **kwargs: Any,
+    ) -> None:
+        pos_embed = kwargs.pop('pos_embed', 'none')
+        if pos_embed not in ('', 'none'):
+            raise ValueError(
+                f"VisionTransformerCOPE replaces the position embedding with COPE; pos_embed must be 'none', "
+                f"got {pos_embed!r} (use timm's vit_* models for a learned position embedding)")
+        if kwargs.get('dynamic_img_size', False):
+            raise ValueError(
+                'VisionTransformerCOPE does not support dynamic_img_size: its COPE tables cover a fixed number of '
+                'tokens. Create the model with img_size=(H, W) for another input size.')
+        if cope_resize not in ('interpolate', 'extrapolate'):
+            raise ValueError(f"cope_resize must be 'interpolate' or 'extrapolate', got {cope_resize!r}")
+        dd = {'device': kwargs.get('device', None), 'dtype': kwargs.get('dtype', None)}
+        super().__init__(*args, pos_embed='none', **kwargs)
+        self.cope_resize = cope_resize
+        self.cope = ComplexOrderPosEmbed(
+            self.patch_embed.num_patches + self.num_prefix_tokens,
+            self.embed_dim,
+            fuse=cope_fuse,
+            mode=cope_mode,
+            **dd,
+        )
+
+    def init_weights(self, mode: str = '', needs_reset: bool = True) -> None:
+        super().init_weights(mode, needs_reset=needs_reset)
+        # VisionTransformer.__init__ runs this before the COPE tables exist; they initialise themselves then.
+        cope = getattr(self, 'cope', None)
+        if cope is not None:
+            cope.init_weights()
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> Set[str]:
+        return super().no_weight_decay() | {k for k, _ in self.cope.named_parameters(prefix='cope')}
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
+        matcher = super().group_matcher(coarse)
+        matcher['stem'] = r'^cls_token|reg_token|cope|patch_embed|norm_pre'
+        return matcher
+
+    def set_input_size(
+            self,
+            img_size: Optional[Tuple[int, int]] = None,
+            patch_size: Optional[Tuple[int, int]] = None,
+    ) -> None:
+        """Change the input size; the COPE tables follow the new grid by ``self.cope_resize``."""
+        old_grid = self.patch_embed.grid_size
+        super().set_input_size(img_size=img_size, patch_size=patch_size)
+        new_grid = self.patch_embed.grid_size
+        if tuple(new_grid) != tuple(old_grid):
+            self.cope.resize(new_grid, old_grid, self.num_prefix_tokens, method=self.cope_resize)
+
+    def _pos_embed(self, x: torch.Tensor) -> torch.Tensor:
+        to_cat = []
+        if self.cls_token is not None:
+            to_cat.append(self.cls_token.expand(x.shape[0], -1, -1))
+        if self.reg_token is not None:
+            to_cat.append(self.reg_token.expand(x.shape[0], -1, -1))
+        x = torch.cat(to_cat + [x], dim=1)
+        x = self.cope(x)
+        return self.pos_drop(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_image_input(
+            x, self.in_chans, self.patch_embed.img_size,
+            f'the COPE tables cover a {self.patch_embed.grid_size[0]}x{self.patch_embed.grid_size[1]} patch grid',
+        )
+        x = self.forward_features(x)
+        x = self.forward_head(x)
+        return x
+
+
+def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: VisionTransformerCOPE) -> Dict[str, torch.Tensor]:
+    """Adapt a checkpoint to ``model``: unwrap train.py checkpoints, resize COPE tables made at another grid,
+    and refuse checkpoints of another architecture with a message that says which."""
+    if 'state_dict' in state_dict:
+        state_dict = state_dict['state_dict']
+    elif 'model' in state_dict:
+        state_dict = state_dict['model']
+    state_dict = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state_dict.items()}
+    if 'pos_embed' in state_dict or not any(k in state_dict for k in _COPE_KEYS):
+        raise ValueError(
+            f'this checkpoint is not a COPE ViT: it has {"a learned pos_embed" if "pos_embed" in state_dict else "no cope.* tables"}; '
+            f'{type(model).__name__} expects cope.freq/cope.phase (multiplicative) or cope.amplitude/cope.phase '
+            f'(additive) of shape (1, {model.cope.num_tokens}, {model.embed_dim}). Load it into the architecture '
+            f'it was trained with.')
+
+    table_key = 'cope.freq' if model.cope.freq is not None else 'cope.amplitude'
+    if table_key not in state_dict:
+        raise ValueError(
+            f'COPE mode mismatch: the model ({model.cope.mode}) expects {table_key}, the checkpoint has '
+            f'{sorted(k for k in state_dict if k.startswith("cope."))}; pass cope_mode= to match the checkpoint.')
+    old_tokens = state_dict[table_key].shape[1]
+    if old_tokens != model.cope.num_tokens:
+        npt = model.num_prefix_tokens
+        old_side = math.isqrt(old_tokens - npt)
+        if old_side * old_side != old_tokens - npt:
+            raise ValueError(
+                f'cannot resize COPE tables of {old_tokens} tokens: not {npt} prefix token(s) + a square grid')
+        old = ComplexOrderPosEmbed(old_tokens, model.embed_dim, fuse=model.cope.fuse, mode=model.cope.mode)
+        old.load_state_dict({k[len('cope.'):]: state_dict[k] for k in (table_key, 'cope.phase')})
+        table, phase = old.resized_tables(
+            model.patch_embed.grid_size, (old_side, old_side), npt, method=model.cope_resize)
+        state_dict[table_key], state_dict['cope.phase'] = table, phase
+
+    expected = set(model.state_dict().keys())
+    head = model.default_cfg.get('classifier', 'head') if hasattr(model, 'default_cfg') else 'head'
+    missing = sorted(k for k in expected - state_dict.keys() if not k.startswith(head + '.'))
+    unexpected = sorted(k for k in state_dict.keys() - expected if not k.startswith(head + '.'))
+    if missing or unexpected:
+        raise ValueError(
+            f'checkpoint does not match {type(model).__name__} (depth {len(model.blocks)}, width '
+            f'{model.embed_dim}): missing {missing[:8]}{"..." if len(missing) > 8 else ""}, '
+            f'unexpected {unexpected[:8]}{"..." if len(unexpected) > 8 else ""}')
+    return state_dict
+
+
+def _create_vision_transformer_cope(variant: str, pretrained: bool = False, **kwargs: Any) -> VisionTransformerCOPE:
+    out_indices = kwargs.pop('out_indices', 3)
+    return build_model_with_cfg(
+        VisionTransformerCOPE,
+        variant,
+        pretrained,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(out_indices=out_indices, feature_cls='getter'),
+        **kwargs,
+    )
+
+
+def _cfg(**kwargs: Any) -> Dict[str, Any]:
+    return {
+        'num_classes': 1000,
+        'input_size': (3, 224, 224),
+        'pool_size': None,
+        'crop_pct': 0.9,
+        'interpolation': 'bicubic',
+        'fixed_input_size': True,
+        'mean': IMAGENET_DEFAULT_MEAN,
+        'std': IMAGENET_DEFAULT_STD,
+        'first_conv': 'patch_embed.proj',
+        'classifier': 'head',
+        'license': 'apache-2.0',
+        'paper_ids': ['arXiv:1912.12333', 'arXiv:2010.11929'],
+        'paper_name': 'Encoding word order in complex embeddings',
+        **kwargs,
+    }
+
+
+def _tiny_imagenet_cfg(model_name: str) -> Dict[str, Any]:
+    # Tiny-ImageNet images are 64x64, upsampled to 224 as in the seed paper: no centre crop at eval.
+    return _cfg(hf_hub_id=hub_id(model_name, 'tiny_imagenet'), num_classes=200, crop_pct=1.0)
+
+
+default_cfgs = generate_default_cfgs({
+    'vit_tiny_cope.tiny_imagenet': _tiny_imagenet_cfg('vit_tiny_cope'),
+    'vit_small_cope.tiny_imagenet': _tiny_imagenet_cfg('vit_small_cope'),
+    'vit_base_cope.tiny_imagenet': _tiny_imagenet_cfg('vit_base_cope'),
+})
+
+
+@register_model
+def vit_tiny_cope(pretrained: bool = False, **kwargs: Any) -> VisionTransformerCOPE:
+    """ViT-Tiny/16 with COPE (seed paper 000). 5,600,840 parameters with 200 classes."""
+    model_args = dict(patch_size=16, embed_dim=192, depth=12, num_heads=3)
+    return _create_vision_transformer_cope('vit_tiny_cope', pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def vit_small_cope(pretrained: bool = False, **kwargs: Any) -> VisionTransformerCOPE:
+    """ViT-Small/16 with COPE."""
+    model_args = dict(patch_size=16, embed_dim=384, depth=12, num_heads=6)
+    return _create_vision_transformer_cope('vit_small_cope', pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def vit_base_cope(pretrained: bool = False, **kwargs: Any) -> VisionTransformerCOPE:
+    """ViT-Base/16 with COPE."""
+    model_args = dict(patch_size=16, embed_dim=768, depth=12, num_heads=12)
+    return _create_vision_transformer_cope('vit_base_cope', pretrained=pretrained, **dict(model_args, **kwargs))
