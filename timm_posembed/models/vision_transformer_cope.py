@@ -22,6 +22,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models.vision_transformer import VisionTransformer
 
 from timm_posembed.layers.cope import ComplexOrderPosEmbed, CopeFuse, CopeMode, CopeResize
+from ._catalog import ModelInfo, declare_models
 from ._hub import hub_id
 from ._input import check_image_input
 
@@ -207,6 +208,13 @@ default_cfgs = generate_default_cfgs({
     'vit_small_cope.tiny_imagenet': _tiny_imagenet_cfg('vit_small_cope'),
     'vit_base_cope.tiny_imagenet': _tiny_imagenet_cfg('vit_base_cope'),
 })
+
+_COPE_PAPER = 'Complex Order Position Embedding for ViT (Wang et al. 2020; seed 000)'
+declare_models(
+    ModelInfo('vit_tiny_cope', baseline='vit_tiny_patch16_224', paper=_COPE_PAPER, seed='000'),
+    ModelInfo('vit_small_cope', baseline='vit_small_patch16_224', paper=_COPE_PAPER, seed='000'),
+    ModelInfo('vit_base_cope', baseline='vit_base_patch16_224', paper=_COPE_PAPER, seed='000'),
+)
 
 
 @register_model
