@@ -15,6 +15,11 @@ COMMAND_MODULES = (
     'list_models',
     'demo',
     'run_script',
+    'prepare',
+    'report',
+    'bench',
+    'publish',
+    'card',
 )
 
 

@@ -40,7 +40,7 @@ class ComplexOrderPosEmbed(nn.Module):
         ``phase`` (Θ); ``x + R·(cos φ + sin φ)`` (``fuse='sum'``) or ``x + R·cos φ`` (``fuse='real'``).
 
     The angle reaches hundreds of radians, so φ, cos and sin are always computed in float32 (also under
-    autocast or in a bf16/fp16 model); the result is cast back to the input dtype.
+    autocast or in a bf16/fp16 model); the bounded ``(T, D)`` wave is then applied in the input's dtype.
     """
 
     def __init__(
@@ -95,27 +95,29 @@ class ComplexOrderPosEmbed(nn.Module):
             if self.amplitude is not None:
                 self.amplitude.fill_(1.0)
 
-    def angle(self, device: Optional[torch.device] = None) -> torch.Tensor:
-        """The angle φ, shape ``(1, T, D)``, float32."""
+    def angle(self, device: Optional[torch.device] = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The angle φ, shape ``(1, T, D)``, in ``dtype`` (float32 unless float64 is asked for)."""
         device = device if device is not None else self.phase.device
-        pos = torch.arange(self.num_tokens, device=device, dtype=torch.float32).view(1, -1, 1)
+        pos = torch.arange(self.num_tokens, device=device, dtype=dtype).view(1, -1, 1)
         if self.freq is not None:
-            freq = self.freq.to(device=device, dtype=torch.float32)
+            freq = self.freq.to(device=device, dtype=dtype)
         else:
-            freq = sinusoid_frequencies(self.dim, device=device, dtype=torch.float32).view(1, 1, -1)
-        return pos * freq + self.phase.to(device=device, dtype=torch.float32)
+            freq = sinusoid_frequencies(self.dim, device=device, dtype=dtype).view(1, 1, -1)
+        return pos * freq + self.phase.to(device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Two asserts, not one with `and`: torch.fx cannot branch on a traced shape.
         torch._assert(x.shape[1] == self.num_tokens, 'ComplexOrderPosEmbed: token count differs from num_tokens')
         torch._assert(x.shape[2] == self.dim, 'ComplexOrderPosEmbed: embedding width differs from dim')
-        phi = self.angle(x.device)
+        # The angle needs float32 at least: in bf16 an angle of ~200 rad is off by up to a radian. The (T, D)
+        # wave it gives lies in [-√2, √2] and is rounded to the activations' dtype only then, so the (B, T, D)
+        # product runs at the activations' precision, as a learned position embedding's addition would.
+        angle_dtype = torch.promote_types(x.dtype, torch.float32)  # no branch on dtype: fx must trace this
+        phi = self.angle(x.device, angle_dtype)
         wave = torch.cos(phi) + torch.sin(phi) if self.use_sin else torch.cos(phi)
         if self.amplitude is not None:
-            out = x.float() + self.amplitude.float() * wave
-        else:
-            out = x.float() * wave
-        return out.to(x.dtype)
+            return x + (self.amplitude.to(angle_dtype) * wave).to(x.dtype)
+        return x * wave.to(x.dtype)
 
     @torch.no_grad()
     def resized_tables(
@@ -142,10 +144,11 @@ class ComplexOrderPosEmbed(nn.Module):
                 f'ComplexOrderPosEmbed has {self.num_tokens} tokens but old grid {old_grid} with '
                 f'{num_prefix_tokens} prefix tokens gives {old_len}')
         new_len = num_prefix_tokens + new_grid[0] * new_grid[1]
-        table = (self.freq if self.freq is not None else self.amplitude).float()
-        phase = self.phase.float()
+        # float64 so that resizing to the same grid is exact and a bf16 model loses nothing more than its storage
+        table = (self.freq if self.freq is not None else self.amplitude).double()
+        phase = self.phase.double()
         npt = num_prefix_tokens
-        pos_new = torch.arange(npt, new_len, device=phase.device, dtype=torch.float32).view(1, -1, 1)
+        pos_new = torch.arange(npt, new_len, device=phase.device, dtype=torch.float64).view(1, -1, 1)
 
         if method == 'extrapolate':
             new_table = table[:, npt:].mean(dim=1, keepdim=True).expand(1, new_len - npt, self.dim)
@@ -157,11 +160,12 @@ class ComplexOrderPosEmbed(nn.Module):
                 return t.permute(0, 2, 3, 1).reshape(1, -1, self.dim)
 
             new_table = _grid(table[:, npt:])
-            new_phi = _grid(self.angle()[:, npt:])
+            new_phi = _grid(self.angle(dtype=torch.float64)[:, npt:])
             if self.freq is not None:
                 new_phase = new_phi - pos_new * new_table
             else:
-                new_phase = new_phi - pos_new * sinusoid_frequencies(self.dim, device=phase.device).view(1, 1, -1)
+                new_phase = new_phi - pos_new * sinusoid_frequencies(
+                    self.dim, device=phase.device, dtype=torch.float64).view(1, 1, -1)
         new_table = torch.cat([table[:, :npt], new_table], dim=1)
         new_phase = torch.cat([phase[:, :npt], new_phase], dim=1)
         dtype = self.phase.dtype

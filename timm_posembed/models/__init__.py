@@ -2,3 +2,5 @@
 from ._catalog import ModelInfo, list_model_info, model_info
 from ._hub import HF_HUB_ORG, hub_id
 from .vision_transformer_cope import *
+from .vision_transformer_supertoken import *
+from .coat_clustering import *

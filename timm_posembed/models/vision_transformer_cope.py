@@ -22,11 +22,15 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models.vision_transformer import VisionTransformer
 
 from timm_posembed.layers.cope import ComplexOrderPosEmbed, CopeFuse, CopeMode, CopeResize
+from ._builder import build_with_helpful_pretrained_errors
 from ._catalog import ModelInfo, declare_models
 from ._hub import hub_id
 from ._input import check_image_input
 
 __all__ = ['VisionTransformerCOPE']
+
+# a leaf for plain torch.fx.symbolic_trace too (timm's tracer already knows it)
+torch.fx.wrap('check_image_input')
 
 _COPE_KEYS = ('cope.freq', 'cope.amplitude', 'cope.phase')
 
@@ -155,21 +159,27 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: VisionTrans
             model.patch_embed.grid_size, (old_side, old_side), npt, method=model.cope_resize)
         state_dict[table_key], state_dict['cope.phase'] = table, phase
 
-    expected = set(model.state_dict().keys())
-    head = model.default_cfg.get('classifier', 'head') if hasattr(model, 'default_cfg') else 'head'
-    missing = sorted(k for k in expected - state_dict.keys() if not k.startswith(head + '.'))
-    unexpected = sorted(k for k in state_dict.keys() - expected if not k.startswith(head + '.'))
-    if missing or unexpected:
+    expected = model.state_dict()
+    # The head may legitimately differ (timm drops it when num_classes changes); everything else must match.
+    trunk = [k for k in expected if not k.startswith('head.')]
+    missing = [k for k in trunk if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected and not k.startswith('head.')]
+    mismatched = [
+        f'{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}'
+        for k in trunk if k in state_dict and state_dict[k].shape != expected[k].shape]
+    if missing or unexpected or mismatched:
+        def _few(items):
+            return f'{items[:4]}{f" and {len(items) - 4} more" if len(items) > 4 else ""}'
         raise ValueError(
             f'checkpoint does not match {type(model).__name__} (depth {len(model.blocks)}, width '
-            f'{model.embed_dim}): missing {missing[:8]}{"..." if len(missing) > 8 else ""}, '
-            f'unexpected {unexpected[:8]}{"..." if len(unexpected) > 8 else ""}')
+            f'{model.embed_dim}): missing {_few(missing)}, unexpected {_few(unexpected)}, '
+            f'shape mismatches {_few(mismatched)}. Create the model variant the checkpoint was trained as.')
     return state_dict
 
 
 def _create_vision_transformer_cope(variant: str, pretrained: bool = False, **kwargs: Any) -> VisionTransformerCOPE:
     out_indices = kwargs.pop('out_indices', 3)
-    return build_model_with_cfg(
+    return build_with_helpful_pretrained_errors(
         VisionTransformerCOPE,
         variant,
         pretrained,

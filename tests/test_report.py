@@ -1,0 +1,145 @@
+""" ``timm-posembed report`` and the paper tables it fills, on synthetic train.py output folders
+(``args.yaml`` + ``summary.csv`` written the way timm's train.py writes them). """
+import json
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+import yaml
+
+from timm_posembed.cli import main
+from timm_posembed.paper_tables import load_paper_tables, paper_table
+from timm_posembed.report import RunFormatError, format_table_report, load_run, load_runs, match_table
+
+SUMMARY_HEADER = 'epoch,train_loss,eval_loss,eval_top1,eval_top5,lr'
+
+
+def write_run(root: Path, name: str, model: str, top1s, model_kwargs=None, epochs=None, num_classes=100,
+              seed=42) -> Path:
+    """A train.py output folder whose epoch ``e`` reached ``top1s[e]``; ``epochs`` planned (default: as many)."""
+    run = root / name
+    run.mkdir(parents=True)
+    args = {'model': model, 'model_kwargs': model_kwargs or {}, 'epochs': epochs or len(top1s),
+            'cooldown_epochs': 0, 'num_classes': num_classes, 'seed': seed, 'lr': 0.001}
+    (run / 'args.yaml').write_text(yaml.safe_dump(args))
+    lines = [SUMMARY_HEADER] + [f'{e},{3.0 - 0.1 * e},{2.0 - 0.1 * e},{t},{min(100.0, t + 10)},0.001'
+                                for e, t in enumerate(top1s)]
+    (run / 'summary.csv').write_text('\n'.join(lines) + '\n')
+    return run
+
+
+ST = 'vit_small_supertoken_conv'
+
+
+def st_kwargs(n_iter=3, num_conv_modules=6, extra=False):
+    return {'num_conv_modules': num_conv_modules, 'extra_stride2_conv': extra, 'n_iter': n_iter}
+
+
+def test_load_run_best_last_and_resumed_epochs(tmp_path):
+    run = write_run(tmp_path, 'r', ST, [10.0, 30.0, 20.0], epochs=5)
+    with (run / 'summary.csv').open('a') as f:  # a resumed run repeats epoch 2: the later line counts
+        f.write('2,2.5,1.5,25.0,35.0,0.001\n')
+    loaded = load_run(run)
+    assert (loaded.epochs_done, loaded.epochs_planned, loaded.complete) == (3, 5, False)
+    assert (loaded.best_top1, loaded.last_top1) == (30.0, 25.0)
+
+
+def test_table8_places_each_run_in_its_row(tmp_path):
+    for t, top1 in ((1, 80.0), (2, 81.0), (3, 83.0), (4, 82.0)):
+        write_run(tmp_path, f't{t}', ST, [top1 - 5, top1], model_kwargs=st_kwargs(n_iter=t), epochs=2)
+    write_run(tmp_path, 'other_ablation', ST, [50.0], model_kwargs=dict(st_kwargs(), grad_through_assoc=True))
+    write_run(tmp_path, 'other_dataset', ST, [50.0], model_kwargs=st_kwargs(), num_classes=200)
+    report = match_table(paper_table('seed001-8'), load_runs([tmp_path]), count_params=False)
+    got = {r.row.id: r.top1()[0] for r in report.rows}
+    assert got == {'t1': 80.0, 't2': 81.0, 't3': 83.0, 't4': 82.0}
+    assert sorted(r.path.name for r in report.unmatched) == ['other_ablation', 'other_dataset']
+
+    text = format_table_report(report)
+    t1_line = next(line for line in text.splitlines() if line.startswith('| t = 1 |'))
+    cells = [c.strip() for c in t1_line.strip('|').split('|')]
+    # row, model, paper, ours, delta, ours last, epochs, runs, paper params, ours params, paper img/s
+    assert cells[2:8] == ['82.96', '80.00', '-2.96', '80.00', '2/2', '1']
+    assert cells[10] == '766'
+    assert 'not in this table: `' in text and 'other_ablation' in text
+
+
+def test_table6_epochs_and_seeds(tmp_path):
+    write_run(tmp_path, 'patch_s1', 'vit_small_patch16_224', [70.0, 78.0], seed=1)
+    write_run(tmp_path, 'patch_s2', 'vit_small_patch16_224', [70.0, 79.0], seed=2)
+    write_run(tmp_path, 'patch_500', 'vit_small_patch16_224', [79.5], epochs=500)  # unfinished 500-epoch run
+    report = match_table(paper_table('seed001-6'), load_runs([tmp_path]), count_params=False)
+    rows = {r.row.id: r for r in report.rows}
+    mean, std = rows['patch'].top1()
+    assert mean == pytest.approx(78.5) and std == pytest.approx(0.7071, abs=1e-4)
+    assert [r.path.name for r in rows['patch_500ep'].runs] == ['patch_500']
+    assert rows['conv'].runs == [] and rows['conv'].top1() == (None, None)
+    records = json.loads(format_table_report(report, 'json'))['rows']
+    patch_500 = next(r for r in records if r['row'] == 'patch_500ep')
+    assert (patch_500['epochs_done'], patch_500['epochs_planned']) == (1, 500)
+    assert '1/500 (unfinished)' in format_table_report(report)
+    assert '78.50 ± 0.71' in format_table_report(report)
+
+
+def test_coat_rows_are_told_apart_by_dataset_and_attention(tmp_path):
+    write_run(tmp_path, 'soft_tiny', 'coat_lite_clustering', [40.0], {'cluster_attn': 'softmax'}, num_classes=200)
+    write_run(tmp_path, 'fact_in100', 'coat_lite_clustering', [70.0], {'cluster_attn': 'factorized'})
+    runs = load_runs([tmp_path])
+    tiny = {r.row.id: len(r.runs) for r in match_table(paper_table('seed004-tiny-imagenet'), runs, False).rows}
+    in100 = {r.row.id: len(r.runs) for r in match_table(paper_table('seed004-imagenet100'), runs, False).rows}
+    assert tiny == {'coat_lite_tiny': 0, 'clustering_factorized': 0, 'clustering_softmax': 1}
+    assert in100 == {'coat_lite_tiny': 0, 'clustering_factorized': 1, 'clustering_softmax': 0}
+
+
+def test_our_parameter_counts_beside_the_papers(tmp_path):
+    # Seed 000's counts are exact and are timm's ViT-Tiny/16 and ours at 200 classes.
+    report = match_table(paper_table('seed000-1'), [], count_params=True)
+    assert {r.row.id: (r.params, r.row.paper['params']) for r in report.rows} == {
+        'learnable_pe': (5_563_016, 5_563_016), 'cope': (5_600_840, 5_600_840)}
+    assert '| 5,600,840 | 5,600,840 |' in format_table_report(report)
+
+
+def test_every_table_row_builds_with_its_kwargs():
+    # A row whose model or kwargs timm cannot build would only fail hours into a GPU run.
+    configs = {(row.model, repr(sorted(row.model_kwargs.items())), table.num_classes): row.model_kwargs
+               for table in load_paper_tables().values() for row in table.rows}
+    for (model_name, _, num_classes), kwargs in configs.items():
+        with torch.device('meta'):
+            model = timm.create_model(model_name, num_classes=num_classes, **kwargs)
+        assert model.num_classes == num_classes, (model_name, kwargs)
+
+
+@pytest.mark.parametrize('breakage, message', [
+    (lambda run: (run / 'args.yaml').unlink(), 'has no args.yaml'),
+    (lambda run: (run / 'args.yaml').write_text('model: [unclosed'), 'is not valid YAML'),
+    (lambda run: (run / 'summary.csv').write_text('epoch,train_loss,eval_loss\n0,1.0,1.0\n'),
+     "lacks columns \\['eval_top1'\\]"),
+    (lambda run: (run / 'summary.csv').write_text(SUMMARY_HEADER + '\n0,1.0,1.0,x,1,1\n'),
+     'not a numeric summary row'),
+    (lambda run: (run / 'summary.csv').write_text(SUMMARY_HEADER + '\n'), 'has no epochs yet'),
+])
+def test_malformed_runs_say_what_is_wrong(tmp_path, breakage, message):
+    run = write_run(tmp_path, 'r', ST, [1.0])
+    breakage(run)
+    with pytest.raises(RunFormatError, match=message):
+        load_run(run)
+
+
+def test_cli_report_table_and_plot(tmp_path, capsys):
+    from PIL import Image
+    for t in (1, 3):
+        write_run(tmp_path / 'runs', f't{t}', ST, [40.0, 60.0 + t, 70.0 + t], model_kwargs=st_kwargs(n_iter=t))
+    png = tmp_path / 'fig3.png'
+    assert main(['report', str(tmp_path / 'runs'), '--table', 'seed001-8', '--no-params', '--plot', str(png)]) == 0
+    out = capsys.readouterr().out
+    assert '### Seed 001, table 8' in out and '| t = 3 (proposed) |' in out and '73.00' in out
+    with Image.open(png) as image:
+        assert image.format == 'PNG' and image.size == (1440, 540)
+
+    assert main(['report', str(tmp_path / 'runs'), '--format', 'csv']) == 0  # no table: one line per run
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith('model,model_kwargs,baseline,best_top1') and len(lines) == 3
+
+    (tmp_path / 'empty').mkdir()
+    assert main(['report', str(tmp_path / 'empty'), '--table', 'seed001-8']) == 2
+    assert 'no summary.csv and no sub-folder with one' in capsys.readouterr().err

@@ -1,0 +1,239 @@
+""" Throughput and memory of every model of the package beside its timm baseline, in one run.
+
+For each model: parameters and GMACs (``timm_posembed.complexity``), inference img/s (forward, no grad), training
+img/s (forward + cross-entropy + backward + SGD step), and on CUDA the peak memory of each. Options: CPU or CUDA,
+fp32 or bf16/fp16 autocast, channels_last, ``torch.compile``. Results come back as records for JSON and as a
+markdown table with each model's speed relative to its baseline.
+"""
+import fnmatch
+import gc
+import platform
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from typing import Any, Dict, List, Optional, Sequence
+
+import timm
+import torch
+import torch.nn as nn
+
+from timm_posembed.complexity import model_complexity
+from timm_posembed.models import list_model_info
+
+__all__ = ['BenchConfig', 'BenchResult', 'PRECISIONS', 'select_models', 'bench_model', 'run_bench',
+           'environment', 'format_markdown']
+
+PRECISIONS = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}  # autocast dtype
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    device: str = 'cuda'
+    precision: str = 'fp32'
+    channels_last: bool = False
+    compile_mode: Optional[str] = None  # None: eager; else a torch.compile mode ('default', 'max-autotune', ...)
+    batch_size: int = 64
+    img_size: Optional[int] = None  # None: each model's pretrained-cfg input size
+    num_classes: int = 1000
+    num_warmup: int = 3
+    num_iters: int = 10
+    train: bool = True
+
+
+@dataclass
+class BenchResult:
+    model: str
+    baseline: Optional[str]  # the timm model this one is compared with (None for a baseline itself)
+    model_kwargs: Dict[str, Any]
+    input_size: Optional[List[int]] = None
+    params: Optional[int] = None
+    gmacs: Optional[float] = None
+    infer_img_s: Optional[float] = None
+    train_img_s: Optional[float] = None
+    infer_peak_mib: Optional[float] = None  # CUDA only
+    train_peak_mib: Optional[float] = None
+    error: Optional[str] = None
+
+
+def select_models(patterns: Optional[Sequence[str]] = None, with_baselines: bool = True) -> List[Dict[str, Any]]:
+    """[{'model', 'baseline'}] in benchmark order: each baseline first, then the package's models compared with it.
+
+    ``patterns`` are names or wildcards matched against the package's models (default: all); a name that is not
+    one of ours (any timm model) is benchmarked on its own.
+    """
+    infos = {i.name: i for i in list_model_info()}
+    if patterns:
+        chosen, foreign = [], []
+        for pattern in patterns:
+            hits = fnmatch.filter(infos, pattern)
+            if hits:
+                chosen += [h for h in hits if h not in chosen]
+            elif pattern in timm.list_models(pattern):
+                foreign.append(pattern)
+            else:
+                raise ValueError(f'{pattern!r} matches no model of timm_posembed (nor a timm model); '
+                                 f'ours: {sorted(infos)}')
+    else:
+        chosen, foreign = list(infos), []
+    entries: List[Dict[str, Any]] = []
+    for baseline in dict.fromkeys(infos[n].baseline for n in chosen):
+        if with_baselines:
+            entries.append({'model': baseline, 'baseline': None})
+        entries += [{'model': n, 'baseline': baseline} for n in chosen if infos[n].baseline == baseline]
+    return entries + [{'model': n, 'baseline': None} for n in foreign]
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def _reset_peak(device: torch.device) -> None:
+    if device.type == 'cuda':
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _peak_mib(device: torch.device) -> Optional[float]:
+    return torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == 'cuda' else None
+
+
+def _timed(step, device: torch.device, num_warmup: int, num_iters: int) -> float:
+    """Seconds per call of ``step`` after ``num_warmup`` untimed calls (which also absorb compilation)."""
+    for _ in range(num_warmup):
+        step()
+    _synchronize(device)
+    start = time.perf_counter()
+    for _ in range(num_iters):
+        step()
+    _synchronize(device)
+    return (time.perf_counter() - start) / num_iters
+
+
+def bench_model(name: str, cfg: BenchConfig, baseline: Optional[str] = None, **model_kwargs: Any) -> BenchResult:
+    """Benchmark one model; an error (e.g. out of memory) is recorded in the result instead of raised."""
+    result = BenchResult(model=name, baseline=baseline, model_kwargs=dict(model_kwargs))
+    device = torch.device(cfg.device)
+    create_kwargs = dict(model_kwargs, num_classes=cfg.num_classes)
+    if cfg.img_size:
+        create_kwargs['img_size'] = cfg.img_size
+    try:
+        input_size = (3, cfg.img_size, cfg.img_size) if cfg.img_size else None
+        complexity = model_complexity(name, input_size=input_size, **create_kwargs)
+        result.input_size = list(complexity.input_size)
+        result.params, result.gmacs = complexity.params, complexity.gmacs
+        model = timm.create_model(name, **create_kwargs).to(device)
+        memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        model = model.to(memory_format=memory_format)
+        runner = torch.compile(model, mode=cfg.compile_mode) if cfg.compile_mode else model
+        autocast_dtype = PRECISIONS[cfg.precision]
+        autocast = (torch.autocast(device_type=device.type, dtype=autocast_dtype) if autocast_dtype
+                    else nullcontext())
+        images = torch.randn(cfg.batch_size, *complexity.input_size, device=device).to(memory_format=memory_format)
+        targets = torch.randint(0, cfg.num_classes, (cfg.batch_size,), device=device)
+
+        def infer_step():
+            with torch.no_grad(), autocast:
+                runner(images)
+
+        model.eval()
+        _reset_peak(device)
+        seconds = _timed(infer_step, device, cfg.num_warmup, cfg.num_iters)
+        result.infer_img_s, result.infer_peak_mib = cfg.batch_size / seconds, _peak_mib(device)
+
+        if cfg.train:
+            optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+            loss_fn = nn.CrossEntropyLoss()
+
+            def train_step():
+                optimizer.zero_grad(set_to_none=True)
+                with autocast:
+                    loss = loss_fn(runner(images), targets)
+                loss.backward()
+                optimizer.step()
+
+            model.train()
+            _reset_peak(device)
+            seconds = _timed(train_step, device, cfg.num_warmup, cfg.num_iters)
+            result.train_img_s, result.train_peak_mib = cfg.batch_size / seconds, _peak_mib(device)
+    except Exception as e:  # one failing model (OOM, an unsupported option) must not stop the comparison
+        result.error = f'{type(e).__name__}: {e}'.splitlines()[0][:300]
+    finally:
+        model = runner = None
+        gc.collect()
+        if device.type == 'cuda':
+            torch.cuda.empty_cache()
+    return result
+
+
+def run_bench(
+        cfg: BenchConfig,
+        patterns: Optional[Sequence[str]] = None,
+        with_baselines: bool = True,
+        model_kwargs: Optional[Dict[str, Any]] = None,
+        progress=None,
+) -> List[BenchResult]:
+    """Benchmark the selected models and their baselines; ``model_kwargs`` go to the package's models only
+    (baselines are timm's models as published; ``cfg.img_size`` applies to all)."""
+    if cfg.precision not in PRECISIONS:
+        raise ValueError(f'precision must be one of {list(PRECISIONS)}, got {cfg.precision!r}')
+    if cfg.device.startswith('cuda') and not torch.cuda.is_available():
+        raise RuntimeError('device cuda asked for but torch sees no CUDA device; use --device cpu')
+    ours = {i.name for i in list_model_info()}
+    results = []
+    for entry in select_models(patterns, with_baselines):
+        kwargs = dict(model_kwargs or {}) if entry['model'] in ours else {}
+        result = bench_model(entry['model'], cfg, baseline=entry['baseline'], **kwargs)
+        if progress:
+            progress(result)
+        results.append(result)
+    return results
+
+
+def environment(cfg: BenchConfig) -> Dict[str, Any]:
+    """Where and how the numbers were measured, for the JSON output and RESULTS.md."""
+    device = torch.device(cfg.device)
+    if device.type == 'cuda':
+        device_name = torch.cuda.get_device_name(device)
+    else:
+        device_name = f'{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads'
+    return {
+        'date': datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
+        'device': device_name,
+        'torch': torch.__version__,
+        'timm': timm.__version__,
+        'config': asdict(cfg),
+    }
+
+
+def format_markdown(results: Sequence[BenchResult], cfg: BenchConfig) -> str:
+    """Markdown table; ``× base`` is the model's img/s over its baseline's in the same run."""
+    by_name = {r.model: r for r in results}
+    mem = torch.device(cfg.device).type == 'cuda'
+    header = ['Model', 'Baseline', 'Input', 'Params (M)', 'GMACs', 'Infer img/s', '× base', 'Train img/s', '× base']
+    header += ['Infer peak MiB', 'Train peak MiB'] if mem else []
+    lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+
+    def ratio(value, base_value):
+        return f'{value / base_value:.2f}' if value and base_value else '—'
+
+    def num(value, fmt):
+        return '—' if value is None else format(value, fmt)
+
+    for r in results:
+        base = by_name.get(r.baseline) if r.baseline else None
+        name = f'`{r.model}`' + ''.join(f' {k}={v}' for k, v in r.model_kwargs.items())
+        if r.error:
+            cells = [name, r.baseline or '—', f'error: {r.error}'] + [''] * (len(header) - 3)
+            lines.append('| ' + ' | '.join(cells) + ' |')
+            continue
+        cells = [
+            name, f'`{r.baseline}`' if r.baseline else '(baseline)', 'x'.join(map(str, r.input_size[1:])),
+            num(r.params / 1e6 if r.params else None, '.2f'), num(r.gmacs, '.2f'),
+            num(r.infer_img_s, ',.0f'), ratio(r.infer_img_s, base.infer_img_s if base else None),
+            num(r.train_img_s, ',.0f'), ratio(r.train_img_s, base.train_img_s if base else None),
+        ]
+        if mem:
+            cells += [num(r.infer_peak_mib, ',.0f'), num(r.train_peak_mib, ',.0f')]
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)

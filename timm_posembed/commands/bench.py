@@ -1,0 +1,82 @@
+""" ``timm-posembed bench``: img/s (inference and training step), peak memory, params and GMACs of every model of
+the package beside its timm baseline, in one run. The work is done by ``timm_posembed.bench``. """
+import json
+import sys
+from pathlib import Path
+
+from timm.utils import ParseKwargs
+
+from timm_posembed import bench
+
+
+def register(subparsers) -> None:
+    defaults = bench.BenchConfig()
+    p = subparsers.add_parser(
+        'bench', help='throughput / memory / params / GMACs of each model beside its timm baseline',
+        description='Benchmarks the package\'s models (default: all) and their timm baselines with random inputs. '
+                    'Prints a markdown table; --json writes the records with the machine and settings.',
+    )
+    p.add_argument('--models', nargs='+', default=None, metavar='NAME',
+                   help='models of this package (wildcards allowed) or other timm models; default: all of ours')
+    p.add_argument('--no-baselines', action='store_true', help='do not add each model\'s timm baseline')
+    p.add_argument('--device', default='cuda' if _cuda() else 'cpu', help='cpu or cuda[:N] (default: %(default)s)')
+    p.add_argument('--precision', choices=list(bench.PRECISIONS), default=defaults.precision,
+                   help='fp32, or bf16 / fp16 autocast (default: %(default)s)')
+    p.add_argument('--channels-last', action='store_true', help='channels_last model and input')
+    p.add_argument('--compile', nargs='?', const='default', default=None, metavar='MODE',
+                   help='torch.compile the models (optional mode, e.g. max-autotune)')
+    p.add_argument('-b', '--batch-size', type=int, default=defaults.batch_size)
+    p.add_argument('--img-size', type=int, default=None, help='square input size for every model '
+                   '(default: each model\'s pretrained-cfg size)')
+    p.add_argument('--num-classes', type=int, default=defaults.num_classes)
+    p.add_argument('--warmup', type=int, default=defaults.num_warmup, help='untimed iterations per measurement')
+    p.add_argument('--iters', type=int, default=defaults.num_iters, help='timed iterations per measurement')
+    p.add_argument('--no-train', action='store_true', help='inference only')
+    p.add_argument('--model-kwargs', nargs='*', default={}, action=ParseKwargs,
+                   help='kwargs for the package\'s models (not the baselines), e.g. n_iter=1')
+    p.add_argument('--json', type=Path, default=None, help='write {environment, results} as JSON here')
+    p.add_argument('--markdown', type=Path, default=None, help='also write the markdown table here')
+    p.set_defaults(func=run)
+
+
+def _cuda() -> bool:
+    import torch
+    return torch.cuda.is_available()
+
+
+def run(args) -> int:
+    cfg = bench.BenchConfig(
+        device=args.device, precision=args.precision, channels_last=args.channels_last, compile_mode=args.compile,
+        batch_size=args.batch_size, img_size=args.img_size, num_classes=args.num_classes, num_warmup=args.warmup,
+        num_iters=args.iters, train=not args.no_train,
+    )
+    done = []
+
+    def progress(result: bench.BenchResult) -> None:
+        status = result.error or f'{result.infer_img_s:,.0f} img/s inference' + (
+            f', {result.train_img_s:,.0f} img/s training' if result.train_img_s else '')
+        print(f'{result.model}: {status}', file=sys.stderr, flush=True)
+        done.append(result)
+        _write_outputs(args, cfg, done)  # after every model, so a run cut short still leaves its numbers
+
+    try:
+        results = bench.run_bench(cfg, args.models, not args.no_baselines, args.model_kwargs, progress=progress)
+    except (ValueError, RuntimeError) as e:
+        print(f'timm-posembed bench: error: {e}', file=sys.stderr)
+        return 2
+    print(_write_outputs(args, cfg, results))
+    return 1 if any(r.error for r in results) else 0
+
+
+def _write_outputs(args, cfg: bench.BenchConfig, results) -> str:
+    """Write --json / --markdown for ``results``; returns the markdown (settings line + table)."""
+    env = bench.environment(cfg)
+    header = (f'{env["device"]}, torch {env["torch"]}, timm {env["timm"]}, {env["date"]}; batch {cfg.batch_size}, '
+              f'{cfg.precision}{", channels_last" if cfg.channels_last else ""}'
+              f'{", torch.compile " + cfg.compile_mode if cfg.compile_mode else ""}')
+    text = header + '\n\n' + bench.format_markdown(results, cfg)
+    if args.markdown:
+        args.markdown.write_text(text + '\n')
+    if args.json:
+        args.json.write_text(json.dumps({'environment': env, 'results': [vars(r) for r in results]}, indent=2))
+    return text

@@ -1,0 +1,34 @@
+""" ``timm-posembed list``: every model this package registers, with its size, cost, tags and paper. """
+import fnmatch
+
+import timm
+
+from ..complexity import model_complexity
+from ..models import list_model_info
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser('list', help='list the registered models: params, GMACs, pretrained tags, paper')
+    p.add_argument('pattern', nargs='?', default='*', help="shell-style filter on the model name, e.g. '*cope*'")
+    p.add_argument('--num-classes', type=int, default=None,
+                   help='count parameters with this many classes (default: the default tag\'s)')
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    infos = [i for i in list_model_info() if fnmatch.fnmatch(i.name, args.pattern)]
+    if not infos:
+        print(f'no timm_posembed model matches {args.pattern!r}; `timm-posembed list` shows all')
+        return 1
+    kwargs = {} if args.num_classes is None else {'num_classes': args.num_classes}
+    rows = []
+    for info in infos:
+        c = model_complexity(info.name, **kwargs)
+        tags = [n.split('.', 1)[1] for n in timm.list_pretrained(info.name + '.*')]
+        rows.append((info.name, f'{c.params / 1e6:.2f}M', f'{c.gmacs:.2f}', f'{c.input_size[1]}',
+                     ','.join(tags), info.baseline, info.paper))
+    header = ('model', 'params', 'GMACs', 'img', 'pretrained tags', 'timm baseline', 'paper')
+    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
+    for r in [header] + rows:
+        print('  '.join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip())
+    return 0

@@ -1,0 +1,53 @@
+""" ``timm-posembed report RUN_DIRS... --table ID``: a paper's table with our train.py runs beside the paper's
+numbers, and a training-curve PNG. The work is done by ``timm_posembed.report``. """
+import sys
+from pathlib import Path
+
+from timm_posembed import report as rep
+from timm_posembed.paper_tables import list_paper_tables, paper_table
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        'report', help='a paper\'s table with our train.py runs beside the paper\'s numbers, and training curves',
+        description='Reads summary.csv and args.yaml of timm train.py output folders. With --table, places each '
+                    'run in the row of its model / model kwargs / epochs and prints the table with the paper\'s '
+                    'numbers; without, lists the runs.',
+    )
+    p.add_argument('runs', nargs='+', type=Path, metavar='RUN_DIR',
+                   help='train.py output folders (OUTPUT/<experiment>/), or folders holding them')
+    p.add_argument('--table', choices=list_paper_tables(), default=None,
+                   help='the paper table to fill (paper tables: timm_posembed/data/paper_tables.yaml)')
+    p.add_argument('--format', choices=rep.REPORT_FORMATS, default='markdown', help='output format')
+    p.add_argument('--plot', type=Path, default=None, metavar='PNG',
+                   help='also write validation top-1 / training loss curves (needs matplotlib)')
+    p.add_argument('--no-params', action='store_true',
+                   help='skip counting each row\'s parameters (which builds the models on the meta device)')
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    try:
+        runs = rep.load_runs(args.runs)
+        if args.table:
+            table = paper_table(args.table)
+            report = rep.match_table(table, runs, count_params=not args.no_params)
+            print(rep.format_table_report(report, args.format))
+            series = [(_series_label(result.row.label, run, len(result.runs)), run)
+                      for result in report.rows for run in result.runs]
+            title = table.title
+        else:
+            print(rep.format_runs_report(runs, fmt=args.format))
+            series = [(_series_label(f'{r.model} {r.model_kwargs or ""}'.strip(), r, 1), r) for r in runs]
+            title = ''
+        if args.plot:
+            path = rep.plot_curves(series, args.plot, title)
+            print(f'wrote {path}', file=sys.stderr)
+    except (rep.RunFormatError, ValueError, RuntimeError) as e:
+        print(f'timm-posembed report: error: {e}', file=sys.stderr)
+        return 2
+    return 0
+
+
+def _series_label(label: str, run: rep.Run, runs_in_row: int) -> str:
+    return f'{label} (seed {run.seed})' if runs_in_row > 1 else label

@@ -1,0 +1,256 @@
+""" Adaptive query clustering with E2LSH (Adaptive Clustering Transformer)
+
+After `End-to-End Object Detection with Adaptive Clustering Transformer` - https://arxiv.org/abs/2011.09315
+(Zheng et al., 2020): queries are hashed by ``L`` rounds of Euclidean LSH, ``h_l(q) = floor((a_l·q + b_l) / r)``;
+queries with identical codes in every round form one cluster, whose prototype is the mean of its members.
+Attention is computed for the prototypes and broadcast back to the members. The number of clusters adapts to the
+input: similar queries share a cluster, so a flat image gives fewer clusters than noise.
+
+Pure PyTorch with static shapes, so it runs on the meta device and traces with torch.fx / TorchScript:
+  * the ``L`` codes of a query are folded into one 62-bit key (two polynomial hashes modulo primes near 2^31),
+    groups are found by sorting the keys, comparing neighbours and a cumulative sum;
+  * prototypes are a scatter-add mean, broadcast is a gather. Prototypes live in ``N`` slots (one per query), so
+    no shape depends on the data; the slots left empty are zeros. ``capacity`` bounds the slots (see below).
+  * Autograd of scatter-add-mean then gather gives ACT's rules exactly: a member's gradient is its prototype's
+    gradient divided by the cluster size, a prototype's gradient is the sum over its members.
+
+The hash projections ``a`` and offsets ``b`` are fixed, seeded, non-persistent buffers (float32): evaluation is
+deterministic, checkpoints carry no hashing state, and ``init_non_persistent_buffers`` rebuilds them after
+``to_empty``. (ACT draws fresh projections at every call.)
+"""
+import math
+from typing import NamedTuple, Optional
+
+import torch
+import torch.nn as nn
+from timm.layers import register_notrace_module
+
+__all__ = ['AdaptiveQueryClustering', 'QueryClusters', 'broadcast_to_members']
+
+# Two primes below 2^31: a Horner step (h * base + code) % p stays below 2^62, inside int64.
+_PRIME_A = 2147483647
+_PRIME_B = 2147483629
+
+
+class QueryClusters(NamedTuple):
+    """Result of clustering queries of shape ``(B, heads, N, Ch)`` into ``S`` prototype slots."""
+    index: torch.Tensor  # (B, heads, N) int64: prototype slot of each query
+    prototypes: torch.Tensor  # (B, heads, S, Ch): mean of the members of each slot (zeros where empty)
+    counts: torch.Tensor  # (B, heads, S) float32: members per slot
+    num_clusters: torch.Tensor  # (B, heads) int64: non-empty slots (prefix tokens included)
+
+
+def broadcast_to_members(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Per-slot ``values`` ``(B, heads, S, D)`` to every member query, ``(B, heads, N, D)``, by the slot ``index``
+    ``(B, heads, N)``. A gather: its gradient sums the members' gradients into their prototype."""
+    B, H, N = index.shape
+    return values.gather(2, index.unsqueeze(-1).expand(B, H, N, values.shape[-1]))
+
+
+@register_notrace_module  # a leaf for timm's fx feature extraction: ~70 fewer nodes per block, counts kept
+class AdaptiveQueryClustering(nn.Module):
+    """ E2LSH clustering of attention queries into prototypes (ACT), per (batch, head) group.
+
+    Input queries ``(B, heads, N, Ch)``; the first ``num_prefix_tokens`` (the class token) are each their own
+    cluster, the others are hashed. After each forward the number of clusters of every (batch, head) group is
+    kept, detached, in ``last_num_clusters`` (shape ``(B, heads)``) for reading outside the forward; no
+    ``.item()`` or host sync happens inside it. The module traces with torch.fx (static shapes); timm's fx
+    feature extraction keeps it as a leaf module, so its GraphModules still update the count.
+
+    ``capacity`` (optional) bounds the prototype slots to ``ceil(capacity * N)`` per group, so the attention on
+    prototypes is computed for fewer rows than queries, with static shapes. When the hash finds more clusters,
+    the most populated ones keep their slots (ties: lower cluster id) and each query of a dropped cluster joins
+    the kept prototype nearest to it (Euclidean, costs ``N * slots * Ch`` multiply-adds); prototypes are then the
+    means of their final members. Without ``capacity`` the clusters are exactly ACT's.
+
+    ``singleton=True`` is the degenerate clustering, every query its own cluster (prototypes = queries), through
+    the same scatter/gather path: for equivalence checks against the unclustered attention and for ablations.
+    """
+    last_num_clusters: Optional[torch.Tensor]
+
+    def __init__(
+            self,
+            head_dim: int,
+            num_rounds: int = 16,
+            bucket_width: float = 8.0,
+            num_prefix_tokens: int = 1,
+            capacity: Optional[float] = None,
+            singleton: bool = False,
+            seed: int = 0,
+            device=None,
+            dtype=None,
+    ) -> None:
+        """
+        Args:
+            head_dim: Channels per head Ch of the queries.
+            num_rounds: Hash rounds L (ACT recommends 16-32 for DETR; each costs N·Ch multiply-adds per head).
+            bucket_width: E2LSH bucket width r, in the units of the queries (ACT's code uses 8). Larger: fewer,
+                bigger clusters.
+            num_prefix_tokens: Leading tokens (class token) that are never merged with others.
+            capacity: Optional bound on the prototype slots as a fraction of the tokens, in (0, 1].
+            singleton: Every query its own cluster (degenerate clustering).
+            seed: Seed of the hash projections and offsets.
+            device: Device of the hash buffers.
+            dtype: Accepted for the timm factory convention; the hash buffers are always float32, since they
+                define the hash function and are not model weights.
+        """
+        super().__init__()
+        if head_dim < 1:
+            raise ValueError(f'AdaptiveQueryClustering: head_dim must be >= 1, got {head_dim}')
+        if num_rounds < 1:
+            raise ValueError(f'AdaptiveQueryClustering: num_rounds must be >= 1, got {num_rounds}')
+        if not bucket_width > 0:
+            raise ValueError(f'AdaptiveQueryClustering: bucket_width must be > 0, got {bucket_width}')
+        if num_prefix_tokens < 0:
+            raise ValueError(f'AdaptiveQueryClustering: num_prefix_tokens must be >= 0, got {num_prefix_tokens}')
+        if capacity is not None and not 0.0 < capacity <= 1.0:
+            raise ValueError(f'AdaptiveQueryClustering: capacity must be in (0, 1] or None, got {capacity}')
+        self.head_dim = head_dim
+        self.num_rounds = num_rounds
+        self.bucket_width = float(bucket_width)
+        self.num_prefix_tokens = num_prefix_tokens
+        self.capacity = capacity
+        self.singleton = singleton
+        self.seed = seed
+        # Bases of the two polynomial hashes that fold the L codes into one key (drawn once, part of the hash).
+        gen = torch.Generator(device='cpu').manual_seed(seed)
+        bases = torch.randint(1, _PRIME_B, (2,), generator=gen, device='cpu')
+        self.base_a = int(bases[0])
+        self.base_b = int(bases[1])
+        self.prime_a = _PRIME_A  # attributes, not globals: TorchScript reads no global constants
+        self.prime_b = _PRIME_B
+        self.register_buffer('hash_proj', torch.empty(head_dim, num_rounds, device=device), persistent=False)
+        self.register_buffer('hash_offset', torch.empty(num_rounds, device=device), persistent=False)
+        # base^(L-1-l) mod p of both hashes, (2, L): the Horner polynomial as one product and sum.
+        self.register_buffer(
+            'hash_powers', torch.empty(2, num_rounds, device=device, dtype=torch.int64), persistent=False)
+        self.last_num_clusters = None
+        self.init_non_persistent_buffers()
+
+    def init_non_persistent_buffers(self) -> None:
+        """(Re)build the hash projections ``a ~ N(0, I)``, offsets ``b ~ U(0, r)`` and key powers from the seed."""
+        if self.hash_proj.is_meta:
+            return
+        # Drawn on the CPU with their own generator: the same hash on every device, independent of global RNG.
+        gen = torch.Generator(device='cpu').manual_seed(self.seed)
+        torch.randint(1, _PRIME_B, (2,), generator=gen, device='cpu')  # advance past the key bases
+        proj = torch.randn(self.head_dim, self.num_rounds, generator=gen, device='cpu', dtype=torch.float32)
+        offset = torch.rand(self.num_rounds, generator=gen, device='cpu', dtype=torch.float32) * self.bucket_width
+        powers = torch.tensor([
+            [pow(base, self.num_rounds - 1 - i, prime) for i in range(self.num_rounds)]
+            for base, prime in ((self.base_a, self.prime_a), (self.base_b, self.prime_b))
+        ], dtype=torch.int64)
+        with torch.no_grad():
+            self.hash_proj.copy_(proj)
+            self.hash_offset.copy_(offset)
+            self.hash_powers.copy_(powers)
+
+    def _apply(self, fn, recurse: bool = True):
+        super()._apply(fn, recurse)
+        # The hash buffers are a function of the seed, defined in float32. After a conversion (.to(dtype),
+        # .half(), to_empty, ...) rebuild them: a bf16 round trip would otherwise change the hash for good.
+        self.hash_proj = self.hash_proj.float()
+        self.hash_offset = self.hash_offset.float()
+        self.init_non_persistent_buffers()
+        return self
+
+    def num_slots(self, num_tokens: int) -> int:
+        """Prototype slots for ``num_tokens`` queries: ``num_tokens``, or the capacity bound."""
+        if self.capacity is None or self.singleton:
+            return num_tokens
+        num_patches = num_tokens - self.num_prefix_tokens
+        kept = max(1, int(math.ceil(self.capacity * num_patches)))
+        return self.num_prefix_tokens + min(kept, num_patches)
+
+    def hash_keys(self, q: torch.Tensor) -> torch.Tensor:
+        """One int64 key per query ``(B, heads, M, Ch) -> (B, heads, M)``, equal iff all L E2LSH codes are equal
+        (up to a collision probability below 1e-17 per pair of distinct code vectors)."""
+        proj = torch.matmul(q.float(), self.hash_proj.float()) + self.hash_offset.float()
+        # Clamped before the int64 cast, far outside any realistic code (|a·q| / r < 2^30).
+        codes = torch.floor(proj / self.bucket_width).clamp(-2.0 ** 30, 2.0 ** 30).to(torch.int64)
+        # Two polynomial hashes of the L codes modulo primes < 2^31: every product stays below 2^62 and the sum
+        # of L reduced terms below 2^63, so int64 never overflows.
+        key_a = torch.remainder(torch.remainder(codes, self.prime_a) * self.hash_powers[0], self.prime_a)
+        key_b = torch.remainder(torch.remainder(codes, self.prime_b) * self.hash_powers[1], self.prime_b)
+        key_a = torch.remainder(key_a.sum(dim=-1), self.prime_a)
+        key_b = torch.remainder(key_b.sum(dim=-1), self.prime_b)
+        # Mixed radix, exact: key_b < prime_b and the result stays below 2^62.
+        return key_a * self.prime_b + key_b
+
+    def _group(self, q_patch: torch.Tensor) -> torch.Tensor:
+        """Cluster id in ``[0, M)`` of each of the ``M`` hashed queries, ``(B, heads, M)`` int64. Ids are
+        consecutive in the order of the sorted keys: sort, flag where the key changes, cumulative sum."""
+        keys = self.hash_keys(q_patch)
+        sorted_keys, order = torch.sort(keys, dim=-1)
+        changed = (sorted_keys[..., 1:] != sorted_keys[..., :-1]).to(torch.int64)
+        sorted_ids = torch.cat([torch.zeros_like(changed[..., :1]), changed.cumsum(dim=-1)], dim=-1)
+        return torch.zeros_like(sorted_ids).scatter(-1, order, sorted_ids)
+
+    def _limit_to_capacity(self, q_patch: torch.Tensor, ids: torch.Tensor, num_kept: int) -> torch.Tensor:
+        """Map cluster ids in ``[0, M)`` to ``num_kept`` slots: the most populated clusters keep a slot, the members
+        of the others join the nearest kept prototype. Discrete choice, so computed on detached queries."""
+        qd = q_patch.detach().float()
+        B, H, M, C = qd.shape
+        ones = torch.ones_like(ids)
+        counts = torch.zeros_like(ids).scatter_add(-1, ids, ones)  # (B, H, M) members of cluster id
+        # Unique integer scores: more members first, then lower id (int64, exact for any M).
+        rank = torch.arange(M, device=ids.device, dtype=torch.int64)
+        kept_ids = torch.topk(counts * (M + 1) - rank, num_kept, dim=-1).indices  # (B, H, K)
+        slot_range = torch.arange(num_kept, device=ids.device, dtype=torch.int64).expand(B, H, num_kept)
+        slot_of_id = torch.full_like(ids, -1).scatter(-1, kept_ids, slot_range)
+        slot = slot_of_id.gather(-1, ids)  # -1 where the cluster was dropped
+
+        sums = torch.zeros_like(qd).scatter_add(2, ids.unsqueeze(-1).expand(B, H, M, C), qd)
+        kept_sum = sums.gather(2, kept_ids.unsqueeze(-1).expand(B, H, num_kept, C))
+        kept_count = counts.gather(-1, kept_ids).clamp(min=1).to(qd.dtype)
+        kept_proto = kept_sum / kept_count.unsqueeze(-1)
+        dist = (
+            qd.pow(2).sum(-1, keepdim=True)
+            - 2.0 * torch.matmul(qd, kept_proto.transpose(-1, -2))
+            + kept_proto.pow(2).sum(-1).unsqueeze(-2)
+        )
+        # A kept cluster may be empty only when every cluster fits, and then no query needs the nearest.
+        nearest = dist.argmin(dim=-1)
+        return torch.where(slot >= 0, slot, nearest)
+
+    def forward(self, q: torch.Tensor, num_tokens: Optional[int] = None) -> QueryClusters:
+        """Cluster ``q`` of shape ``(B, heads, N, Ch)``.
+
+        ``num_tokens``: N as a Python int. Needed only with ``capacity`` under torch.fx tracing, where ``q.shape``
+        is symbolic and the slot count must be a constant (CoaT passes ``1 + H * W`` from its static grid).
+        """
+        B, H, N, C = q.shape
+        P = self.num_prefix_tokens
+        num_slots = N
+        if self.singleton:
+            index = torch.arange(N, device=q.device, dtype=torch.int64).expand(B, H, N)
+        else:
+            q_patch = q[:, :, P:]
+            ids = self._group(q_patch)
+            if self.capacity is not None:
+                tokens = num_tokens if num_tokens is not None else int(N)
+                num_slots = self.num_slots(tokens)
+                if num_slots < tokens:
+                    ids = self._limit_to_capacity(q_patch, ids, num_slots - P)
+            prefix = torch.arange(P, device=q.device, dtype=torch.int64).expand(B, H, P)
+            index = torch.cat([prefix, ids + P], dim=-1)
+
+        # Means in float32: a low-precision sum over thousands of members would lose the mean.
+        q32 = q.float()
+        counts = torch.zeros((B, H, num_slots), device=q.device, dtype=torch.float32)
+        counts = counts.scatter_add(-1, index, torch.ones_like(q32[..., 0]))
+        sums = torch.zeros((B, H, num_slots, C), device=q.device, dtype=torch.float32)
+        sums = sums.scatter_add(2, index.unsqueeze(-1).expand(B, H, N, C), q32)
+        prototypes = (sums / counts.clamp(min=1.0).unsqueeze(-1)).to(q.dtype)
+        num_clusters = (counts > 0).sum(dim=-1)
+        self.last_num_clusters = num_clusters.detach()
+        return QueryClusters(index, prototypes, counts, num_clusters)
+
+    def extra_repr(self) -> str:
+        s = (f'head_dim={self.head_dim}, num_rounds={self.num_rounds}, bucket_width={self.bucket_width}, '
+             f'num_prefix_tokens={self.num_prefix_tokens}, seed={self.seed}')
+        if self.capacity is not None:
+            s += f', capacity={self.capacity}'
+        if self.singleton:
+            s += ', singleton=True'
+        return s

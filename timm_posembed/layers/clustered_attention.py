@@ -1,0 +1,122 @@
+""" Clustered conv-attention for CoaT serial blocks
+
+CoaT's factorized attention with convolutional relative position encoding (CRPE), `Co-Scale Conv-Attentional
+Image Transformers` - https://arxiv.org/abs/2104.06399 (Xu et al., ICCV 2021), with the queries clustered by
+E2LSH as in the Adaptive Clustering Transformer (https://arxiv.org/abs/2011.09315), the design of the seed paper
+`Design of Clustering CoaT Vision Model Based on Transformer` (``shared/seeds/004_*``).
+
+Two readings of "prototypes with keys give the attention map, multiplied with values", by ``attn``:
+  * ``'factorized'``: CoaT's ``F = q · (softmax_N(k)ᵀ v)`` for each prototype, broadcast to its members. F is
+    linear in q, so this is exactly CoaT's attention with every query replaced by its cluster mean; CoaT-Lite
+    weights keep their meaning.
+  * ``'softmax'``: ACT proper, ``softmax(p·kᵀ / √Ch) · v`` per prototype, broadcast to its members.
+The CRPE term ``q ⊙ dwconv(v)`` always uses the original queries. No parameters beyond timm's
+``FactorAttnConvRelPosEnc``, whose state dict keys this module keeps.
+"""
+from typing import Any, Literal, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from timm.layers import use_fused_attn
+from timm.models.coat import FactorAttnConvRelPosEnc
+
+from .adaptive_clustering import AdaptiveQueryClustering, broadcast_to_members
+
+__all__ = ['ClusteredFactorAttnConvRelPosEnc', 'ClusterAttnMode']
+
+ClusterAttnMode = Literal['factorized', 'softmax']
+
+
+class ClusteredFactorAttnConvRelPosEnc(FactorAttnConvRelPosEnc):
+    """ timm's ``FactorAttnConvRelPosEnc`` with its queries clustered into prototypes (ACT).
+
+    Same constructor arguments and parameters as the timm class, plus the clustering settings, which are passed
+    to ``AdaptiveQueryClustering`` (module ``clustering``; no parameters, no state dict entries).
+    """
+    fused_attn: torch.jit.Final[bool]
+
+    def __init__(
+            self,
+            dim: int,
+            num_heads: int = 8,
+            qkv_bias: bool = False,
+            attn_drop: float = 0.,
+            proj_drop: float = 0.,
+            shared_crpe: Optional[Any] = None,
+            attn: ClusterAttnMode = 'factorized',
+            num_rounds: int = 16,
+            bucket_width: float = 8.0,
+            capacity: Optional[float] = None,
+            singleton: bool = False,
+            seed: int = 0,
+            device=None,
+            dtype=None,
+    ) -> None:
+        """
+        Args:
+            dim, num_heads, qkv_bias, attn_drop, proj_drop, shared_crpe: as timm's ``FactorAttnConvRelPosEnc``
+                (``attn_drop`` applies to the attention map of ``attn='softmax'``; CoaT never uses it).
+            attn: ``'factorized'`` (CoaT's attention on prototypes) or ``'softmax'`` (ACT).
+            num_rounds, bucket_width, capacity, singleton, seed: see ``AdaptiveQueryClustering``.
+            device: Parameter device.
+            dtype: Parameter dtype.
+        """
+        if attn not in ('factorized', 'softmax'):
+            raise ValueError(f"ClusteredFactorAttnConvRelPosEnc: attn must be 'factorized' or 'softmax', got {attn!r}")
+        if dim % num_heads:
+            raise ValueError(f'ClusteredFactorAttnConvRelPosEnc: dim {dim} is not divisible by num_heads {num_heads}')
+        super().__init__(
+            dim,
+            num_heads=num_heads,
+            qkv_bias=qkv_bias,
+            attn_drop=attn_drop,
+            proj_drop=proj_drop,
+            shared_crpe=shared_crpe,
+            device=device,
+            dtype=dtype,
+        )
+        self.attn = attn
+        self.softmax_attn = attn == 'softmax'
+        self.fused_attn = use_fused_attn()
+        self.clustering = AdaptiveQueryClustering(
+            dim // num_heads,
+            num_rounds=num_rounds,
+            bucket_width=bucket_width,
+            num_prefix_tokens=1,
+            capacity=capacity,
+            singleton=singleton,
+            seed=seed,
+            device=device,
+            dtype=dtype,
+        )
+
+    def forward(self, x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+        B, N, C = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # [B, h, N, Ch]
+
+        clusters = self.clustering(q, num_tokens=1 + size[0] * size[1])
+        protos = clusters.prototypes  # [B, h, S, Ch]
+        if self.softmax_attn:
+            if self.fused_attn:
+                out = F.scaled_dot_product_attention(
+                    protos, k, v, dropout_p=self.attn_drop.p if self.training else 0.)
+            else:
+                attn = (protos * self.scale) @ k.transpose(-2, -1)
+                attn = self.attn_drop(attn.softmax(dim=-1))
+                out = attn @ v
+        else:
+            # CoaT's factor (softmax over tokens of k)ᵀ v is shared by all queries; applied to prototypes.
+            factor = k.softmax(dim=2).transpose(-1, -2) @ v
+            out = self.scale * (protos @ factor)
+        out = broadcast_to_members(out, clusters.index)  # [B, h, N, Ch]
+
+        # CRPE on the original queries (the positional term is per query, not per cluster).
+        crpe = self.crpe(q, v, size=size)
+        x = (out + crpe).transpose(1, 2).reshape(B, N, C)
+        x = self.proj(x)
+        x = self.proj_drop(x)
+        return x
+
+    def extra_repr(self) -> str:
+        return f'num_heads={self.num_heads}, attn={self.attn}'

@@ -1,0 +1,294 @@
+""" Super-token clustering and the super-token convolutional embedding
+
+Super-token clustering is the sampling step of
+`Vision Transformer with Super Token Sampling` - https://arxiv.org/abs/2211.11167 (Huang et al., CVPR 2023):
+a feature map is grouped into one super token per ``s×s`` cell by a few soft-k-means rounds in which each pixel
+token only looks at the super tokens of its own cell and of the 8 neighbouring cells.
+
+The seed paper (``../shared/seeds/001_*``, ImageNet100, ViT-S from scratch) uses it, without STViT's upsampling,
+as a parameter-free 2× downsampling at the end of a light convolutional stem: ``SuperTokenConvEmbed`` (its
+table 5), a drop-in ``embed_layer`` for timm's ``VisionTransformer``.
+"""
+import math
+from typing import Callable, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.layers import register_notrace_function
+
+from ._token_embed import TokenEmbedBase
+
+__all__ = ['SuperTokenClustering', 'SuperTokenConvEmbed', 'ConvGeluBn', 'SEED_CONV_CHANNELS', 'SEED_CONV_STRIDES']
+
+# The seed's table 5: six Conv3x3 -> GELU -> BN modules.
+SEED_CONV_CHANNELS: Tuple[int, ...] = (16, 32, 32, 64, 64, 64)
+SEED_CONV_STRIDES: Tuple[int, ...] = (2, 1, 2, 1, 2, 1)
+
+
+@register_notrace_function
+@torch.jit.ignore
+def _check_feature_map(x: torch.Tensor, stoken_size: int) -> None:
+    """Raise ``ValueError`` unless ``x`` is ``(B, C, H, W)`` with H and W multiples of ``stoken_size``."""
+    if x.ndim != 4:
+        raise ValueError(
+            f'SuperTokenClustering expects a feature map of shape (B, C, H, W), got shape {tuple(x.shape)}')
+    h, w = x.shape[-2:]
+    if h % stoken_size or w % stoken_size or h == 0 or w == 0:
+        raise ValueError(
+            f'SuperTokenClustering(stoken_size={stoken_size}): the feature map is {h}x{w}, which is not a '
+            f'non-empty multiple of {stoken_size} in each dimension; crop or pad it to '
+            f'{max(1, math.ceil(h / stoken_size)) * stoken_size}x{max(1, math.ceil(w / stoken_size)) * stoken_size} '
+            f'or choose a stoken_size that divides both')
+
+
+@register_notrace_function
+def _upcast_half(x: torch.Tensor) -> torch.Tensor:
+    # A leaf for torch.fx, which cannot branch on a traced dtype.
+    if x.dtype == torch.float16 or x.dtype == torch.bfloat16:
+        return x.float()
+    return x
+
+
+def _cell_pixels(x: torch.Tensor, s: int) -> torch.Tensor:
+    """``(B, C, H, W) -> (B, L, s², C)``: the pixel tokens of each s×s cell, cells in row-major order."""
+    B, C, H, W = x.shape
+    h = H // s
+    w = W // s
+    return x.reshape(B, C, h, s, w, s).permute(0, 2, 4, 3, 5, 1).reshape(B, h * w, s * s, C)
+
+
+# Leaves for plain torch.fx.symbolic_trace too (register_notrace_function covers timm's own fx tracers).
+torch.fx.wrap('_check_feature_map')
+torch.fx.wrap('_upcast_half')
+
+
+class SuperTokenClustering(nn.Module):
+    """ Parameter-free super-token clustering of a feature map, ``(B, C, H, W) -> (B, C, H/s, W/s)``.
+
+    ``S⁰`` is the ``s×s`` average pool of ``X``. Each of ``n_iter`` rounds gives every pixel token ``x_i`` a
+    softmax over the (up to) 9 super tokens of its own cell and the neighbouring cells of ``x_i·S_jᵀ/√C`` (cells
+    outside the grid are left out of the softmax, not zero-padded), then sets each super token to
+    ``S_j = Σ_i A_ij x_i / (Σ_i A_ij + eps)`` over the pixels that have it among their candidates.
+    ``n_iter=0`` is the average pool.
+
+    With ``grad_through_assoc=False`` (default, as STViT) every association is computed from a detached copy of
+    ``X``: the gradient reaches ``X`` only through the final weighted mean (normaliser detached too).
+
+    A float16/bfloat16 input is clustered in float32 and the result cast back: the softmax and the ``+eps``
+    normaliser are not safe in float16, and the map is small.
+    """
+
+    def __init__(
+            self,
+            stoken_size: int = 2,
+            n_iter: int = 3,
+            grad_through_assoc: bool = False,
+            eps: float = 1e-12,
+    ) -> None:
+        """
+        Args:
+            stoken_size: Side ``s`` of the initial cells; the output is ``s`` times smaller in each dimension.
+            n_iter: Number of association/update rounds ``t`` (seed table 8: 1..4); 0 gives the average pool.
+            grad_through_assoc: Back-propagate through the associations and every round (STViT does not).
+            eps: Added to each super token's total association before dividing.
+        """
+        super().__init__()
+        if int(stoken_size) != stoken_size or stoken_size < 1:
+            raise ValueError(f'SuperTokenClustering: stoken_size must be an integer >= 1, got {stoken_size!r}')
+        if int(n_iter) != n_iter or n_iter < 0:
+            raise ValueError(f'SuperTokenClustering: n_iter must be an integer >= 0, got {n_iter!r}')
+        self.stoken_size = int(stoken_size)
+        self.n_iter = int(n_iter)
+        self.grad_through_assoc = bool(grad_through_assoc)
+        self.eps = float(eps)
+
+    def _associations(self, pixels: torch.Tensor, stokens: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Softmax over the 9 candidate super tokens, ``(B, L, s², 9)``.
+
+        pixels: ``(B, L, s², C)`` pixel tokens grouped by cell; stokens: ``(B, C, h, w)``; valid: ``(1, L, 1, 9)``.
+        """
+        B, C, h, w = stokens.shape
+        # (B, C*9, L): the super token of cell l's k-th neighbour (3x3 window, row-major), zeros outside the grid.
+        candidates = F.unfold(stokens, kernel_size=3, padding=1).reshape(B, C, 9, h * w).permute(0, 3, 1, 2)
+        logits = torch.matmul(pixels, candidates) * (C ** -0.5)
+        logits = logits.masked_fill(valid.logical_not(), float('-inf'))
+        return logits.softmax(dim=-1)
+
+    def _weighted_mean(
+            self,
+            pixels: torch.Tensor,
+            assoc: torch.Tensor,
+            grid: Tuple[int, int],
+            detach_norm: bool,
+    ) -> torch.Tensor:
+        """``Σ_i A_ij x_i / (Σ_i A_ij + eps)`` for every super token j, ``(B, C, h, w)``."""
+        B, L, _, C = pixels.shape
+        h, w = grid
+        # Each cell sends its pixels' weighted sums to its 9 candidates; fold adds them up at the candidates'
+        # positions (contributions to out-of-grid candidates have zero weight and fall into fold's padding).
+        num = torch.matmul(pixels.transpose(-1, -2), assoc)  # (B, L, C, 9)
+        num = F.fold(num.permute(0, 2, 3, 1).reshape(B, C * 9, L), output_size=(h, w), kernel_size=3, padding=1)
+        den = assoc.sum(dim=2).transpose(1, 2)  # (B, 9, L)
+        den = F.fold(den, output_size=(h, w), kernel_size=3, padding=1)
+        if detach_norm:
+            den = den.detach()
+        return num / (den + self.eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_feature_map(x, self.stoken_size)
+        s = self.stoken_size
+        B, C, H, W = x.shape
+        h = H // s
+        w = W // s
+        in_dtype = x.dtype
+        x = _upcast_half(x)
+        stokens = F.avg_pool2d(x, kernel_size=s, stride=s) if s > 1 else x
+        if self.n_iter == 0:
+            return stokens.to(in_dtype)
+
+        pixels = _cell_pixels(x, s)
+        assoc_pixels = pixels if self.grad_through_assoc else _cell_pixels(x.detach(), s)
+        if not self.grad_through_assoc:
+            stokens = stokens.detach()
+        # (1, L, 1, 9): which of a cell's 9 neighbour slots lie inside the grid.
+        valid = F.unfold(x.new_ones((1, 1, h, w)), kernel_size=3, padding=1)
+        valid = valid.transpose(1, 2).reshape(1, h * w, 1, 9) > 0.5
+
+        for _ in range(self.n_iter - 1):
+            assoc = self._associations(assoc_pixels, stokens, valid)
+            stokens = self._weighted_mean(assoc_pixels, assoc, (h, w), detach_norm=False)
+        assoc = self._associations(assoc_pixels, stokens, valid)
+        out = self._weighted_mean(pixels, assoc, (h, w), detach_norm=not self.grad_through_assoc)
+        return out.to(in_dtype)
+
+    def extra_repr(self) -> str:
+        return f'stoken_size={self.stoken_size}, n_iter={self.n_iter}, grad_through_assoc={self.grad_through_assoc}'
+
+
+class ConvGeluBn(nn.Module):
+    """ The seed's convolution module (its eq. 1): Conv3x3 (with bias) -> GELU -> BatchNorm2d.
+
+    The norm comes after the activation, so the conv bias is not redundant. Plain ``nn.BatchNorm2d``, so
+    ``convert_sync_batchnorm`` (timm's ``train.py --sync-bn``) converts it.
+    """
+
+    def __init__(self, in_chs: int, out_chs: int, stride: int = 1, device=None, dtype=None) -> None:
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype}
+        self.conv = nn.Conv2d(in_chs, out_chs, kernel_size=3, stride=stride, padding=1, bias=True, **dd)
+        self.act = nn.GELU()
+        self.bn = nn.BatchNorm2d(out_chs, **dd)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.act(self.conv(x)))
+
+
+class SuperTokenConvEmbed(TokenEmbedBase):
+    """ Super-token convolutional embedding (seed 001, table 5), a drop-in ``embed_layer`` for timm's ViT.
+
+    ``stem`` (the first ``num_conv_modules`` Conv3x3 -> GELU -> BN modules of the seed's table, channels
+    16, 32, 32, 64, 64, 64 and strides 2, 1, 2, 1, 2, 1, optionally one more stride-2 module) -> ``cluster``
+    (``SuperTokenClustering`` with ``stoken_size = patch_size / stem stride``, so the token grid stays
+    ``img_size / patch_size``) -> ``proj`` (Linear to ``embed_dim``, applied per token).
+
+    The seed's table-7 ablations at patch_size 16: ``num_conv_modules`` 0 (clustering of the image, 16x16 cells),
+    1 or 2 (8x8 cells), 4 (4x4), 6 (2x2, the proposed model), and 6 with ``extra_stride2_conv=True`` (1x1 cells).
+    """
+
+    def __init__(
+            self,
+            img_size: Optional[Union[int, Tuple[int, int]]] = 224,
+            patch_size: Union[int, Tuple[int, int]] = 16,
+            in_chans: int = 3,
+            embed_dim: int = 768,
+            num_conv_modules: int = 6,
+            extra_stride2_conv: bool = False,
+            n_iter: int = 3,
+            grad_through_assoc: bool = False,
+            conv_channels: Sequence[int] = SEED_CONV_CHANNELS,
+            conv_strides: Sequence[int] = SEED_CONV_STRIDES,
+            norm_layer: Optional[Callable] = None,
+            flatten: bool = True,
+            output_fmt: Optional[str] = None,
+            bias: bool = True,
+            strict_img_size: bool = True,
+            dynamic_img_pad: bool = False,
+            device=None,
+            dtype=None,
+    ) -> None:
+        """
+        Args:
+            img_size: Input image size (None: no fixed size).
+            patch_size: Total reduction (stem stride x super-token size); 16 gives ViT-S/16's 14x14 grid at 224.
+            in_chans: Image channels.
+            embed_dim: Token width D.
+            num_conv_modules: How many modules of ``conv_channels``/``conv_strides`` to use (seed table 7).
+            extra_stride2_conv: Append one stride-2 module keeping the last width (seed table 7, last row).
+            n_iter: Clustering rounds t (seed table 8; 3 in the seed's model).
+            grad_through_assoc: Back-propagate through the clustering's associations (STViT: no).
+            conv_channels: Output channels of the available conv modules (default: the seed's table 5).
+            conv_strides: Their strides.
+            norm_layer: Optional norm on the output tokens (timm's ``embed_norm_layer``).
+            flatten: Return ``(B, L, D)`` (when ``output_fmt`` is None).
+            output_fmt: ``'NLC'``, ``'NHWC'`` or ``'NCHW'``.
+            bias: Bias of the output projection.
+            strict_img_size: Require exactly ``img_size``; otherwise any multiple of ``patch_size``.
+            dynamic_img_pad: Pad inputs up to a multiple of ``patch_size``.
+        """
+        super().__init__(
+            img_size=None, patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim, norm_layer=norm_layer,
+            flatten=flatten, output_fmt=output_fmt, strict_img_size=strict_img_size,
+            dynamic_img_pad=dynamic_img_pad, device=device, dtype=dtype,
+        )
+        dd = {'device': device, 'dtype': dtype}
+        conv_channels, conv_strides = tuple(conv_channels), tuple(conv_strides)
+        if len(conv_channels) != len(conv_strides):
+            raise ValueError(
+                f'SuperTokenConvEmbed: conv_channels {conv_channels} and conv_strides {conv_strides} differ in length')
+        if not 0 <= num_conv_modules <= len(conv_channels):
+            raise ValueError(
+                f'SuperTokenConvEmbed: num_conv_modules must be in 0..{len(conv_channels)} (the modules of '
+                f'conv_channels={conv_channels}), got {num_conv_modules}')
+        if extra_stride2_conv and num_conv_modules == 0:
+            raise ValueError('SuperTokenConvEmbed: extra_stride2_conv adds a module after the conv modules; '
+                             'it needs num_conv_modules >= 1')
+        self.num_conv_modules = num_conv_modules
+        self.extra_stride2_conv = extra_stride2_conv
+
+        modules = []
+        chs = in_chans
+        for out_chs, stride in zip(conv_channels[:num_conv_modules], conv_strides[:num_conv_modules]):
+            modules.append(ConvGeluBn(chs, out_chs, stride=stride, **dd))
+            chs = out_chs
+        if extra_stride2_conv:
+            modules.append(ConvGeluBn(chs, chs, stride=2, **dd))
+        self.stem = nn.Sequential(*modules)
+        self.stem_stride = math.prod(m.conv.stride[0] for m in modules)
+        self.stem_chs = chs
+        self.cluster = SuperTokenClustering(
+            stoken_size=self._stoken_size(self.patch_size[0]), n_iter=n_iter, grad_through_assoc=grad_through_assoc)
+        self.proj = nn.Linear(chs, embed_dim, bias=bias, **dd)
+        self.img_size, self.grid_size, self.num_patches = self._init_img_size(img_size)
+
+    def _stoken_size(self, patch: int) -> int:
+        if patch % self.stem_stride:
+            raise ValueError(
+                f'SuperTokenConvEmbed: patch_size {patch} is not a multiple of the conv stem\'s stride '
+                f'{self.stem_stride} ({self.num_conv_modules} modules'
+                f'{" + extra stride-2 conv" if self.extra_stride2_conv else ""}); the super-token size would be '
+                f'{patch / self.stem_stride:g}. Use patch_size={max(1, patch // self.stem_stride) * self.stem_stride} '
+                f'or fewer stride-2 modules')
+        return patch // self.stem_stride
+
+    def _set_patch_size(self, patch_size: Tuple[int, int]) -> None:
+        # The stem is unchanged; only the super-token cells grow or shrink.
+        if patch_size[0] != patch_size[1]:
+            raise ValueError(f'SuperTokenConvEmbed: patch_size must be square, got {patch_size}')
+        self.cluster.stoken_size = self._stoken_size(patch_size[0])
+        self.patch_size = patch_size
+
+    def forward_grid(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        x = self.cluster(x)
+        return self.proj(x.permute(0, 2, 3, 1))

@@ -1,0 +1,242 @@
+""" Vision Transformer with a super-token convolutional embedding, and the EarlyConv baseline
+
+timm's ``VisionTransformer`` with its patchify convolution replaced by
+  * ``SuperTokenConvEmbed`` (seed paper ``../shared/seeds/001_*``): six light Conv3x3 -> GELU -> BN modules down to
+    1/8, parameter-free super-token clustering (STViT's sampling step) down to 1/16, Linear to the width;
+  * ``ConvStemEmbed`` (EarlyConv): four stride-2 Conv3x3 -> BN -> ReLU stages and a 1x1 conv.
+
+Papers:
+  * the seed paper (Korean, ImageNet100, ViT-S from scratch): super-token conv embedding 83.52 top-1 vs. patch
+    embedding 78.44 and EarlyConv embedding 81.14 (its table 6).
+  * `Vision Transformer with Super Token Sampling` - https://arxiv.org/abs/2211.11167 (Huang et al., CVPR 2023)
+  * `Early Convolutions Help Transformers See Better` - https://arxiv.org/abs/2106.14881 (Xiao et al., 2021)
+  * `An Image is Worth 16x16 Words` - https://arxiv.org/abs/2010.11929
+
+The ablations of the seed's tables 7 and 8 are constructor arguments, so ``train.py --model-kwargs`` reaches them,
+e.g. ``--model-kwargs num_conv_modules=4`` or ``--model-kwargs n_iter=1``.
+"""
+from functools import partial
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.layers import resample_abs_pos_embed
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models.vision_transformer import VisionTransformer
+
+from timm_posembed.layers.conv_stem import EARLYCONV_CHANNELS, ConvStemEmbed
+from timm_posembed.layers.supertoken import SuperTokenConvEmbed
+from ._catalog import ModelInfo, declare_models
+from ._hub import hub_id
+from ._input import check_image_input
+
+__all__ = ['VisionTransformerSuperToken', 'VisionTransformerConvStem']
+
+# a leaf for plain torch.fx.symbolic_trace too (timm's tracer already knows it)
+torch.fx.wrap('check_image_input')
+
+
+class _ConvEmbedVisionTransformer(VisionTransformer):
+    """ViT whose embedding is built from this module's arguments; checks the input image in ``forward``."""
+
+    def _check_no_embed_layer(self, kwargs: Dict[str, Any]) -> None:
+        if 'embed_layer' in kwargs:
+            raise TypeError(
+                f'{type(self).__name__} builds its own embed_layer; use timm\'s VisionTransformer to pass another')
+
+    def forward(
+            self,
+            x: torch.Tensor,
+            attn_mask: Optional[torch.Tensor] = None,
+            is_causal: bool = False,
+    ) -> torch.Tensor:
+        check_image_input(
+            x, self.in_chans, None if self.dynamic_img_size else self.patch_embed.img_size,
+            'the position embedding covers a '
+            f'{self.patch_embed.grid_size[0]}x{self.patch_embed.grid_size[1]} token grid',
+        )
+        x = self.forward_features(x, attn_mask=attn_mask, is_causal=is_causal)
+        x = self.forward_head(x)
+        return x
+
+
+class VisionTransformerSuperToken(_ConvEmbedVisionTransformer):
+    """ ViT with ``SuperTokenConvEmbed`` as its embedding.
+
+    Takes every ``VisionTransformer`` argument except ``embed_layer``, plus the seed's ablations:
+        num_conv_modules: Conv modules of the seed's table 5 kept before the clustering (table 7: 0, 1, 2, 4, 6).
+        extra_stride2_conv: One more stride-2 conv module (table 7, last row: clustering with 1x1 cells).
+        n_iter: Super-token clustering rounds t (table 8: 1..4; default 3).
+        grad_through_assoc: Back-propagate through the clustering's associations (default False, as STViT).
+    ``patch_size`` is the total reduction (16: a 14x14 grid at 224); the super-token cell size follows from it.
+    """
+
+    def __init__(
+            self,
+            *args: Any,
+            num_conv_modules: int = 6,
+            extra_stride2_conv: bool = False,
+            n_iter: int = 3,
+            grad_through_assoc: bool = False,
+            **kwargs: Any,
+    ) -> None:
+        self._check_no_embed_layer(kwargs)
+        embed_layer = partial(
+            SuperTokenConvEmbed,
+            num_conv_modules=num_conv_modules,
+            extra_stride2_conv=extra_stride2_conv,
+            n_iter=n_iter,
+            grad_through_assoc=grad_through_assoc,
+        )
+        super().__init__(*args, embed_layer=embed_layer, **kwargs)
+
+
+class VisionTransformerConvStem(_ConvEmbedVisionTransformer):
+    """ ViT with the EarlyConv ``ConvStemEmbed`` as its embedding.
+
+    Takes every ``VisionTransformer`` argument except ``embed_layer``, plus:
+        stem_channels: Widths of the stride-2 Conv3x3 -> BN -> ReLU stages (default 48, 96, 192, 384; the seed's
+            table 4 lists 96, 192, 384, 384).
+        stem_final_kernel_size: Kernel of the last convolution, 1 (EarlyConv) or 3 (seed table 4).
+    """
+
+    def __init__(
+            self,
+            *args: Any,
+            stem_channels: Sequence[int] = EARLYCONV_CHANNELS,
+            stem_final_kernel_size: int = 1,
+            **kwargs: Any,
+    ) -> None:
+        self._check_no_embed_layer(kwargs)
+        embed_layer = partial(ConvStemEmbed, channels=tuple(stem_channels), final_kernel_size=stem_final_kernel_size)
+        super().__init__(*args, embed_layer=embed_layer, **kwargs)
+
+
+def checkpoint_filter_fn(
+        state_dict: Dict[str, torch.Tensor],
+        model: _ConvEmbedVisionTransformer,
+) -> Dict[str, torch.Tensor]:
+    """Adapt a checkpoint to ``model``: unwrap train.py checkpoints, resample a ``pos_embed`` made for another
+    grid, and refuse a checkpoint of another embedding or depth with a message that names the difference."""
+    if 'state_dict' in state_dict:
+        state_dict = state_dict['state_dict']
+    elif 'model' in state_dict:
+        state_dict = state_dict['model']
+    state_dict = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state_dict.items()}
+
+    pos_embed = state_dict.get('pos_embed')
+    if pos_embed is not None and model.pos_embed is not None and pos_embed.shape != model.pos_embed.shape:
+        num_prefix = 0 if model.no_embed_class else model.num_prefix_tokens
+        state_dict['pos_embed'] = resample_abs_pos_embed(
+            pos_embed, new_size=model.patch_embed.grid_size, num_prefix_tokens=num_prefix, verbose=True)
+
+    expected = model.state_dict()
+    head = model.default_cfg.get('classifier', 'head') if hasattr(model, 'default_cfg') else 'head'
+    missing = sorted(k for k in expected.keys() - state_dict.keys() if not k.startswith(head + '.'))
+    unexpected = sorted(k for k in state_dict.keys() - expected.keys() if not k.startswith(head + '.'))
+    reshaped = sorted(
+        k for k in expected.keys() & state_dict.keys()
+        if not k.startswith(head + '.') and expected[k].shape != state_dict[k].shape)
+    if missing or unexpected or reshaped:
+        raise ValueError(
+            f'checkpoint does not match {type(model).__name__} (embedding {type(model.patch_embed).__name__}, '
+            f'depth {len(model.blocks)}, width {model.embed_dim}): missing {_few(missing)}, unexpected '
+            f'{_few(unexpected)}, other shape {_few(reshaped)}. Create the model with the arguments it was trained '
+            f'with (e.g. num_conv_modules / extra_stride2_conv / stem_channels).')
+    return state_dict
+
+
+def _few(keys: List[str]) -> str:
+    return f'{keys[:6]}{"..." if len(keys) > 6 else ""}'
+
+
+def _create_vision_transformer(
+        model_cls: type,
+        variant: str,
+        pretrained: bool = False,
+        **kwargs: Any,
+) -> _ConvEmbedVisionTransformer:
+    out_indices = kwargs.pop('out_indices', 3)
+    return build_model_with_cfg(
+        model_cls,
+        variant,
+        pretrained,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(out_indices=out_indices, feature_cls='getter'),
+        **kwargs,
+    )
+
+
+def _cfg(**kwargs: Any) -> Dict[str, Any]:
+    return {
+        'num_classes': 1000,
+        'input_size': (3, 224, 224),
+        'pool_size': None,
+        'crop_pct': 0.875,
+        'interpolation': 'bicubic',
+        # The learned pos_embed covers the 14x14 grid: other sizes need img_size=, set_input_size() or
+        # dynamic_img_size=True, as for timm's own ViTs.
+        'fixed_input_size': True,
+        'mean': IMAGENET_DEFAULT_MEAN,
+        'std': IMAGENET_DEFAULT_STD,
+        'first_conv': 'patch_embed.stem.0.conv',
+        'classifier': 'head',
+        'license': 'apache-2.0',
+        **kwargs,
+    }
+
+
+_SUPERTOKEN_PAPER = dict(
+    paper_ids=['arXiv:2211.11167', 'arXiv:2010.11929'],
+    paper_name='Super-token convolutional embedding for ViT (seed 001), after Vision Transformer with Super Token '
+               'Sampling',
+)
+_EARLYCONV_PAPER = dict(
+    paper_ids=['arXiv:2106.14881', 'arXiv:2010.11929'],
+    paper_name='Early Convolutions Help Transformers See Better',
+)
+
+
+def _in100_cfg(model_name: str, paper: Dict[str, Any]) -> Dict[str, Any]:
+    # ImageNet100 (the CMC 100-class subset of ImageNet-1k), trained from scratch with the DeiT recipe.
+    return _cfg(hf_hub_id=hub_id(model_name, 'in100'), num_classes=100, **paper)
+
+
+default_cfgs = generate_default_cfgs({
+    'vit_small_supertoken_conv.in100': _in100_cfg('vit_small_supertoken_conv', _SUPERTOKEN_PAPER),
+    'vit_tiny_supertoken_conv.in100': _in100_cfg('vit_tiny_supertoken_conv', _SUPERTOKEN_PAPER),
+    'vit_small_conv_embed.in100': _in100_cfg('vit_small_conv_embed', _EARLYCONV_PAPER),
+})
+
+_SEED_001 = 'Super-token convolutional embedding for ViT (STViT clustering; seed 001)'
+declare_models(
+    ModelInfo('vit_small_supertoken_conv', baseline='vit_small_patch16_224', paper=_SEED_001, seed='001'),
+    ModelInfo('vit_tiny_supertoken_conv', baseline='vit_tiny_patch16_224', paper=_SEED_001, seed='001'),
+    ModelInfo(
+        'vit_small_conv_embed', baseline='vit_small_patch16_224',
+        paper='EarlyConv convolutional stem (Xiao et al. 2021; baseline of seed 001)', seed='001'),
+)
+
+
+@register_model
+def vit_small_supertoken_conv(pretrained: bool = False, **kwargs: Any) -> VisionTransformerSuperToken:
+    """ViT-S/16 with the super-token convolutional embedding (seed 001). 21,540,836 parameters with 100 classes."""
+    model_args = dict(patch_size=16, embed_dim=384, depth=12, num_heads=6)
+    return _create_vision_transformer(
+        VisionTransformerSuperToken, 'vit_small_supertoken_conv', pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def vit_tiny_supertoken_conv(pretrained: bool = False, **kwargs: Any) -> VisionTransformerSuperToken:
+    """ViT-Ti/16 with the super-token convolutional embedding."""
+    model_args = dict(patch_size=16, embed_dim=192, depth=12, num_heads=3)
+    return _create_vision_transformer(
+        VisionTransformerSuperToken, 'vit_tiny_supertoken_conv', pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def vit_small_conv_embed(pretrained: bool = False, **kwargs: Any) -> VisionTransformerConvStem:
+    """ViT-S/16 with the EarlyConv convolutional stem (48, 96, 192, 384 + 1x1 conv), the seed's conv baseline."""
+    model_args = dict(patch_size=16, embed_dim=384, depth=12, num_heads=6)
+    return _create_vision_transformer(
+        VisionTransformerConvStem, 'vit_small_conv_embed', pretrained=pretrained, **dict(model_args, **kwargs))

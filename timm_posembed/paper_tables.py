@@ -1,0 +1,95 @@
+""" The seed papers' result tables (``data/paper_tables.yaml``): which model reproduces each row, with which recipe,
+and what the paper reported. Read by the table drivers (``timm_posembed.reproduce``) and ``timm-posembed report``.
+"""
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import yaml
+
+from timm_posembed.data.prepare import DATASET_NUM_CLASSES
+
+__all__ = ['PAPER_TABLES_FILE', 'PaperRow', 'PaperTable', 'load_paper_tables', 'paper_table', 'list_paper_tables']
+
+PAPER_TABLES_FILE = Path(__file__).parent / 'data' / 'paper_tables.yaml'
+
+
+@dataclass(frozen=True)
+class PaperRow:
+    id: str
+    label: str
+    model: str
+    model_kwargs: Dict[str, Any]
+    paper: Dict[str, float]  # the paper's metrics: top1 (%), params or params_m, train_img_s
+    epochs: Optional[int] = None  # set only where the row trains longer/shorter than its recipe
+
+    def matches(self, model: str, model_kwargs: Dict[str, Any]) -> bool:
+        """Whether a run of ``model`` with ``model_kwargs`` is this row's configuration (the drivers pass exactly
+        the row's kwargs; a run with any other kwarg is another experiment and stays out of the table)."""
+        return model == self.model and dict(model_kwargs) == self.model_kwargs
+
+
+@dataclass(frozen=True)
+class PaperTable:
+    id: str
+    title: str
+    seed: str
+    dataset: str
+    recipe: str  # file name in benchmarks/recipes/
+    rows: Tuple[PaperRow, ...]
+    notes: Tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def num_classes(self) -> int:
+        return DATASET_NUM_CLASSES[self.dataset]
+
+    def row(self, row_id: str) -> PaperRow:
+        for r in self.rows:
+            if r.id == row_id:
+                return r
+        raise KeyError(f'table {self.id} has no row {row_id!r}; rows: {[r.id for r in self.rows]}')
+
+
+_ROW_KEYS = {'id', 'label', 'model', 'model_kwargs', 'paper', 'epochs'}
+
+
+def _parse_table(table_id: str, raw: Dict[str, Any]) -> PaperTable:
+    where = f'{PAPER_TABLES_FILE.name}: table {table_id}'
+    if raw.get('dataset') not in DATASET_NUM_CLASSES:
+        raise ValueError(f'{where}: dataset must be one of {sorted(DATASET_NUM_CLASSES)}, got {raw.get("dataset")!r}')
+    rows = []
+    for i, r in enumerate(raw.get('rows') or []):
+        unknown = set(r) - _ROW_KEYS
+        missing = {'id', 'label', 'model'} - set(r)
+        if unknown or missing:
+            raise ValueError(f'{where}, row {i}: unknown keys {sorted(unknown)}, missing keys {sorted(missing)}')
+        rows.append(PaperRow(
+            id=str(r['id']), label=str(r['label']), model=str(r['model']),
+            model_kwargs=dict(r.get('model_kwargs') or {}), paper=dict(r.get('paper') or {}),
+            epochs=int(r['epochs']) if r.get('epochs') is not None else None,
+        ))
+    ids = [r.id for r in rows]
+    if not rows or len(set(ids)) != len(ids):
+        raise ValueError(f'{where}: needs rows with unique ids, got {ids}')
+    return PaperTable(
+        id=table_id, title=str(raw['title']), seed=str(raw['seed']), dataset=raw['dataset'],
+        recipe=str(raw['recipe']), rows=tuple(rows), notes=tuple(raw.get('notes') or ()),
+    )
+
+
+@lru_cache(maxsize=None)
+def load_paper_tables() -> Dict[str, PaperTable]:
+    raw = yaml.safe_load(PAPER_TABLES_FILE.read_text())
+    return {table_id: _parse_table(table_id, t) for table_id, t in raw['tables'].items()}
+
+
+def list_paper_tables() -> List[str]:
+    return list(load_paper_tables())
+
+
+def paper_table(table_id: str) -> PaperTable:
+    tables = load_paper_tables()
+    if table_id not in tables:
+        raise KeyError(f'no paper table {table_id!r}; known: {", ".join(tables)}')
+    return tables[table_id]

@@ -1,0 +1,350 @@
+""" Turn timm train.py runs (``summary.csv`` + ``args.yaml`` per output folder) into the papers' tables, with our
+numbers beside the paper's, and into training-curve plots like seed 001's figure 3.
+
+A run belongs to a table row when its model and ``--model-kwargs`` are the row's, its class count is the table's
+dataset's, and its epochs are the row's (rows without epochs take the recipe's, i.e. any run not claimed by a row
+of the same configuration that sets epochs). Several runs of one row (other seeds) are averaged.
+"""
+import csv
+import json
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import yaml
+
+from timm_posembed.paper_tables import PaperRow, PaperTable
+
+__all__ = [
+    'RunFormatError', 'Run', 'RowResult', 'TableReport', 'load_run', 'load_runs', 'match_table',
+    'format_table_report', 'format_runs_report', 'plot_curves', 'REPORT_FORMATS',
+]
+
+REPORT_FORMATS = ('markdown', 'json', 'csv')
+SUMMARY_FILE, ARGS_FILE = 'summary.csv', 'args.yaml'
+_REQUIRED_COLUMNS = ('epoch', 'train_loss', 'eval_top1')
+
+
+class RunFormatError(ValueError):
+    """A run folder is not a timm train.py output folder; the message says what is wrong."""
+
+
+@dataclass
+class Run:
+    path: Path
+    model: str
+    model_kwargs: Dict[str, Any]
+    epochs_planned: int
+    num_classes: Optional[int]
+    seed: Optional[int]
+    history: List[Dict[str, float]]  # one dict per epoch, in epoch order
+
+    @property
+    def epochs_done(self) -> int:
+        return len(self.history)
+
+    @property
+    def complete(self) -> bool:
+        return self.epochs_done >= self.epochs_planned
+
+    @property
+    def best_top1(self) -> float:
+        """Best epoch's top-1, the number timm's train.py reports and keeps as model_best."""
+        return max(h['eval_top1'] for h in self.history)
+
+    @property
+    def last_top1(self) -> float:
+        return self.history[-1]['eval_top1']
+
+    def column(self, name: str) -> List[Tuple[int, float]]:
+        return [(int(h['epoch']), h[name]) for h in self.history if name in h and not math.isnan(h[name])]
+
+
+def load_run(run_dir: Path) -> Run:
+    run_dir = Path(run_dir)
+    args_path, summary_path = run_dir / ARGS_FILE, run_dir / SUMMARY_FILE
+    for p in (args_path, summary_path):
+        if not p.is_file():
+            raise RunFormatError(
+                f'{run_dir} has no {p.name}; expected a timm train.py output folder holding {ARGS_FILE} and '
+                f'{SUMMARY_FILE}')
+    try:
+        args = yaml.safe_load(args_path.read_text())
+    except yaml.YAMLError as e:
+        raise RunFormatError(f'{args_path} is not valid YAML: {e}') from e
+    if not isinstance(args, dict) or 'model' not in args or 'epochs' not in args:
+        raise RunFormatError(f'{args_path} lacks "model" / "epochs"; is it the args.yaml train.py writes?')
+    with summary_path.open(newline='') as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in _REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise RunFormatError(
+                f'{summary_path} lacks columns {missing} (has {reader.fieldnames}); a run without a validation '
+                f'split has no eval_top1')
+        by_epoch: Dict[int, Dict[str, float]] = {}
+        for line_no, row in enumerate(reader, 2):
+            try:
+                values = {k: float(v) for k, v in row.items() if k is not None and v not in (None, '')}
+                by_epoch[int(values['epoch'])] = values  # a resumed run may repeat epochs: the last one counts
+            except (KeyError, ValueError) as e:
+                raise RunFormatError(f'{summary_path}:{line_no}: not a numeric summary row ({row})') from e
+    if not by_epoch:
+        raise RunFormatError(f'{summary_path} has no epochs yet')
+    return Run(
+        path=run_dir,
+        model=str(args['model']),
+        model_kwargs=dict(args.get('model_kwargs') or {}),
+        epochs_planned=int(args['epochs']) + int(args.get('cooldown_epochs') or 0),
+        num_classes=args.get('num_classes'),
+        seed=args.get('seed'),
+        history=[by_epoch[e] for e in sorted(by_epoch)],
+    )
+
+
+def load_runs(paths: Iterable[Path]) -> List[Run]:
+    """Runs in ``paths``: each is a run folder, or a folder whose sub-folders are run folders."""
+    runs = []
+    for path in map(Path, paths):
+        if (path / SUMMARY_FILE).is_file():
+            runs.append(load_run(path))
+            continue
+        if not path.is_dir():
+            raise RunFormatError(f'{path} is not a folder')
+        children = sorted(p for p in path.iterdir() if (p / SUMMARY_FILE).is_file())
+        if not children:
+            raise RunFormatError(
+                f'{path} has no {SUMMARY_FILE} and no sub-folder with one; pass train.py output folders '
+                f'(OUTPUT/<experiment>/) or their parent')
+        runs.extend(load_run(p) for p in children)
+    return runs
+
+
+@dataclass
+class RowResult:
+    row: PaperRow
+    runs: List[Run] = field(default_factory=list)
+    params: Optional[int] = None  # our parameter count of the row's configuration
+
+    def top1(self) -> Tuple[Optional[float], Optional[float]]:
+        """(mean, std) over the runs of the best-epoch top-1; std is None for a single run."""
+        values = [r.best_top1 for r in self.runs]
+        if not values:
+            return None, None
+        return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
+
+
+@dataclass
+class TableReport:
+    table: PaperTable
+    rows: List[RowResult]
+    unmatched: List[Run]
+
+
+def _row_for(table: PaperTable, run: Run) -> Optional[PaperRow]:
+    if run.num_classes is not None and int(run.num_classes) != table.num_classes:
+        return None
+    candidates = [r for r in table.rows if r.matches(run.model, run.model_kwargs)]
+    explicit = [r for r in candidates if r.epochs is not None and r.epochs == run.epochs_planned]
+    if explicit:
+        return explicit[0]
+    claimed = {r.epochs for r in candidates if r.epochs is not None}
+    default = [r for r in candidates if r.epochs is None and run.epochs_planned not in claimed]
+    return default[0] if default else None
+
+
+def match_table(table: PaperTable, runs: Sequence[Run], count_params: bool = True) -> TableReport:
+    results = {r.id: RowResult(r) for r in table.rows}
+    unmatched = []
+    for run in runs:
+        row = _row_for(table, run)
+        if row is None:
+            unmatched.append(run)
+        else:
+            results[row.id].runs.append(run)
+    if count_params:
+        from timm_posembed.complexity import model_complexity
+        for result in results.values():
+            result.params = model_complexity(
+                result.row.model, num_classes=table.num_classes, **result.row.model_kwargs).params
+    return TableReport(table, list(results.values()), unmatched)
+
+
+def _fmt(value: Optional[float], digits: int = 2) -> str:
+    return '—' if value is None else f'{value:.{digits}f}'
+
+
+def _paper_params(paper: Dict[str, float]) -> str:
+    if 'params' in paper:
+        return f'{int(paper["params"]):,}'
+    if 'params_m' in paper:
+        return f'{paper["params_m"]:g}M'
+    return '—'
+
+
+def _table_records(report: TableReport) -> List[Dict[str, Any]]:
+    records = []
+    for result in report.rows:
+        mean, std = result.top1()
+        paper_top1 = result.row.paper.get('top1')
+        runs = result.runs
+        records.append({
+            'row': result.row.id,
+            'label': result.row.label,
+            'model': result.row.model,
+            'model_kwargs': result.row.model_kwargs,
+            'paper_top1': paper_top1,
+            'ours_top1': mean,
+            'ours_top1_std': std,
+            'delta_top1': None if mean is None or paper_top1 is None else mean - paper_top1,
+            'ours_last_top1': statistics.fmean(r.last_top1 for r in runs) if runs else None,
+            'epochs_done': min((r.epochs_done for r in runs), default=None),
+            'epochs_planned': max((r.epochs_planned for r in runs), default=None),
+            'num_runs': len(runs),
+            'paper_params': result.row.paper.get('params'),
+            'paper_params_m': result.row.paper.get('params_m'),
+            'ours_params': result.params,
+            'paper_train_img_s': result.row.paper.get('train_img_s'),
+            'run_dirs': [str(r.path) for r in runs],
+        })
+    return records
+
+
+def format_table_report(report: TableReport, fmt: str = 'markdown') -> str:
+    """The paper's table with our numbers beside it, as markdown (default), json or csv."""
+    records = _table_records(report)
+    if fmt == 'json':
+        return json.dumps({'table': report.table.id, 'title': report.table.title, 'rows': records,
+                           'unmatched_runs': [str(r.path) for r in report.unmatched]}, indent=2)
+    if fmt == 'csv':
+        return _to_csv([{k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in rec.items()}
+                        for rec in records])
+    if fmt != 'markdown':
+        raise ValueError(f'format must be one of {REPORT_FORMATS}, got {fmt!r}')
+
+    has_throughput = any(rec['paper_train_img_s'] is not None for rec in records)
+    header = ['Row', 'Model', 'Paper top-1 (%)', 'Ours top-1 (%)', 'Δ', 'Ours last epoch (%)', 'Epochs', 'Runs',
+              'Paper params', 'Ours params'] + (['Paper train img/s'] if has_throughput else [])
+    lines = [f'### {report.table.title}', '', _md_row(header), _md_row(['---'] * len(header))]
+    for rec, result in zip(records, report.rows):
+        ours = _fmt(rec['ours_top1'])
+        if rec['ours_top1_std'] is not None:
+            ours += f' ± {rec["ours_top1_std"]:.2f}'
+        epochs = '—'
+        if rec['num_runs']:
+            epochs = f'{rec["epochs_done"]}/{rec["epochs_planned"]}'
+            if rec['epochs_done'] < rec['epochs_planned']:
+                epochs += ' (unfinished)'
+        delta = '—' if rec['delta_top1'] is None else f'{rec["delta_top1"]:+.2f}'
+        cells = [
+            rec['label'], _model_cell(rec['model'], rec['model_kwargs']), _fmt(rec['paper_top1']), ours, delta,
+            _fmt(rec['ours_last_top1']), epochs, str(rec['num_runs']), _paper_params(result.row.paper),
+            '—' if rec['ours_params'] is None else f'{rec["ours_params"]:,}',
+        ]
+        if has_throughput:
+            cells.append('—' if rec['paper_train_img_s'] is None else f'{rec["paper_train_img_s"]:g}')
+        lines.append(_md_row(cells))
+    lines.append('')
+    lines += [f'- {note}' for note in report.table.notes]
+    lines.append('- Ours top-1: best epoch of train.py\'s validation (mean ± std over runs); Δ = ours − paper.')
+    for rec in records:
+        for d in rec['run_dirs']:
+            lines.append(f'- run `{d}` → {rec["row"]}')
+    for run in report.unmatched:
+        lines.append(f'- not in this table: `{run.path}` ({run.model} {run.model_kwargs}, '
+                     f'{run.num_classes} classes, {run.epochs_planned} epochs)')
+    return '\n'.join(lines)
+
+
+def format_runs_report(
+        runs: Sequence[Run],
+        baselines: Optional[Dict[str, str]] = None,
+        wall_s: Optional[Dict[Path, float]] = None,
+        fmt: str = 'markdown',
+) -> str:
+    """Runs that belong to no paper table (e.g. the Fashion-MNIST sanity run), one line each.
+
+    ``baselines`` maps each model of this package to its timm baseline; ``wall_s`` a run folder to its wall time.
+    """
+    baselines, wall_s = baselines or {}, wall_s or {}
+    records = [{
+        'model': r.model,
+        'model_kwargs': r.model_kwargs,
+        'baseline': baselines.get(r.model),
+        'best_top1': r.best_top1,
+        'last_top1': r.last_top1,
+        'last_train_loss': r.history[-1]['train_loss'],
+        'epochs_done': r.epochs_done,
+        'epochs_planned': r.epochs_planned,
+        'seed': r.seed,
+        'wall_s': wall_s.get(r.path),
+        'run_dir': str(r.path),
+    } for r in runs]
+    if fmt == 'json':
+        return json.dumps(records, indent=2)
+    if fmt == 'csv':
+        return _to_csv([{k: (json.dumps(v) if isinstance(v, dict) else v) for k, v in rec.items()} for rec in records])
+    if fmt != 'markdown':
+        raise ValueError(f'format must be one of {REPORT_FORMATS}, got {fmt!r}')
+    header = ['Model', 'Its timm baseline', 'Best top-1 (%)', 'Last top-1 (%)', 'Last train loss', 'Epochs', 'Seed']
+    show_wall = any(rec['wall_s'] is not None for rec in records)
+    header += ['Wall (s)'] if show_wall else []
+    lines = [_md_row(header), _md_row(['---'] * len(header))]
+    for rec in records:
+        cells = [_model_cell(rec['model'], rec['model_kwargs']), rec['baseline'] or '(baseline)',
+                 _fmt(rec['best_top1']), _fmt(rec['last_top1']), _fmt(rec['last_train_loss'], 3),
+                 f'{rec["epochs_done"]}/{rec["epochs_planned"]}', str(rec['seed'])]
+        if show_wall:
+            cells.append('—' if rec['wall_s'] is None else f'{rec["wall_s"]:.0f}')
+        lines.append(_md_row(cells))
+    return '\n'.join(lines)
+
+
+def _model_cell(model: str, kwargs: Dict[str, Any]) -> str:
+    return f'`{model}`' + (' ' + ', '.join(f'{k}={v}' for k, v in kwargs.items()) if kwargs else '')
+
+
+def _md_row(cells: Sequence[str]) -> str:
+    return '| ' + ' | '.join(str(c).replace('|', '\\|') for c in cells) + ' |'
+
+
+def _to_csv(records: List[Dict[str, Any]]) -> str:
+    import io
+    out = io.StringIO()
+    if records:
+        writer = csv.DictWriter(out, fieldnames=list(records[0]), lineterminator='\n')
+        writer.writeheader()
+        writer.writerows(records)
+    return out.getvalue()
+
+
+def plot_curves(series: Sequence[Tuple[str, Run]], path: Path, title: str = '') -> Path:
+    """Write a PNG with (a) validation top-1 and (b) training loss against the epoch, one line per run
+    (the layout of seed 001's figure 3). Needs matplotlib (``pip install 'timm-posembed[bench]'``)."""
+    try:
+        import matplotlib
+        matplotlib.use('Agg')  # files only, no display needed
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        raise RuntimeError('plotting needs matplotlib: pip install "timm-posembed[bench]"') from e
+    if not series:
+        raise ValueError('no runs to plot')
+    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for label, run in series:
+        for ax, column in ((ax_acc, 'eval_top1'), (ax_loss, 'train_loss')):
+            points = run.column(column)
+            ax.plot([e + 1 for e, _ in points], [v for _, v in points], label=label)  # epochs are 0-based in timm
+    ax_acc.set(title='(a) validation top-1', xlabel='epoch', ylabel='top-1 (%)')
+    ax_loss.set(title='(b) training loss', xlabel='epoch', ylabel='loss')
+    for ax in (ax_acc, ax_loss):
+        ax.grid(alpha=0.3)
+    ax_acc.legend(fontsize='small')
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
