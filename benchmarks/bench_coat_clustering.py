@@ -15,8 +15,11 @@ Cluster counts depend on the weights: without ``--pretrained`` (timm's CoaT-Lite
 they are those of a randomly initialised model, and only the timings and GMACs are representative.
 
 Examples:
-    OMP_NUM_THREADS=1 python benchmarks/bench_coat_clustering.py --device cpu --preset cpu
-    python benchmarks/bench_coat_clustering.py --device cuda --preset full --batch-size 64 --amp bf16
+    OMP_NUM_THREADS=1 python benchmarks/bench_coat_clustering.py --device cpu --preset cpu     # ~9 min
+    # GPU, every variant, one command per resolution (fits the 10-minute limit of one device command):
+    python benchmarks/bench_coat_clustering.py --device cuda --preset full --sizes 224 --batch-size 64 --json gpu224.json
+    python benchmarks/bench_coat_clustering.py --device cuda --preset full --sizes 384 --batch-size 32 --json gpu384.json
+    python benchmarks/bench_coat_clustering.py --table-from gpu224.json     # reprint a saved table
 """
 import argparse
 import datetime
@@ -54,7 +57,7 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
 
 # Which (size, variant, img_size) cases each preset runs; 'timm' is timm's coat_lite_<size>.
 PRESETS: Dict[str, List[Tuple[str, str, int]]] = {
-    # ~5 min on one CPU core with the CPU defaults (batch 1, 3 rounds of 1 inference + 1 training step)
+    # ~9 min on one (shared) CPU core with the CPU defaults (batch 1, 3 rounds of 1 inference + 1 training step)
     'cpu': (
         [(s, v, 224) for s in SIZES for v in ('timm', 'fact L16', 'soft L16')]
         + [('tiny', v, 224) for v in ('fact L4', 'fact L4 stage1', 'soft full', 'soft L4 cap.1')]
@@ -252,8 +255,8 @@ def _fmt(rows: List[Dict[str, Any]], device: torch.device) -> str:
         def rel(key: str) -> str:
             v = r[key]
             if b is None or r is b:
-                return f'{v:.1f}'
-            return f'{v:.1f} ({v / b[key]:.2f}x)'
+                return f'{v:.3g}'
+            return f'{v:.3g} ({v / b[key]:.2f}x)'
 
         cl = ' · '.join(f'{c:g}/{t}' if c is not None else f'-/{t}' for c, t in zip(r['clusters'], r['tokens']))
         cells = [r['model'], r['variant'], str(r['img_size']), f"{r['gmacs_model']:.3f}", f"{r['gmacs_clustering']:.4f}",
@@ -279,7 +282,14 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument('--input', default='smooth', choices=['smooth', 'noise'])
     parser.add_argument('--pretrained', action='store_true', help="timm's CoaT-Lite weights (needs the Hub)")
     parser.add_argument('--json', default=None, help='also write the rows to this file')
+    parser.add_argument('--table-from', default=None, help='only print the table of a --json file of an earlier run')
     args = parser.parse_args(argv)
+    if args.table_from:
+        with open(args.table_from) as f:
+            saved = json.load(f)
+        print(f"# {saved['device']}  {saved['date']}  {saved.get('command', '')}")
+        print(_fmt(saved['rows'], torch.device(saved['args']['device'])))
+        return
     device = torch.device(args.device)
     cuda = device.type == 'cuda'
     args.batch_size = args.batch_size or (32 if cuda else 1)
@@ -325,7 +335,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     print(f'# total {time.perf_counter() - start:.0f}s')
     if args.json:
         with open(args.json, 'w') as f:
-            json.dump(dict(device=machine, date=str(datetime.date.today()), args=vars(args), rows=rows), f, indent=1)
+            json.dump(dict(device=machine, date=str(datetime.date.today()), command='python ' + shlex.join(sys.argv),
+                           args=vars(args), rows=rows), f, indent=1)
 
 
 if __name__ == '__main__':

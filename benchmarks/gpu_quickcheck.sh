@@ -6,9 +6,12 @@
 #       with torch.compile for the super-token and clustering models (compiling takes most of the time), then fp32.
 #       Each table is rewritten after every model, so a run stopped early keeps what it measured.
 #   benchmarks/gpu_quickcheck.sh fashion-mnist OUT
-#       The Fashion-MNIST sanity run, longer than on CPU: all 70k images, 64 px, 5 epochs, bf16, for the seed
+#       The Fashion-MNIST sanity run, longer than on CPU: all 70k images, 64 px, 4 epochs, bf16, for the seed
 #       papers' models and their baselines, through timm's train.py. Needs TIMM_REPO (a folder with timm's
 #       train.py) and FASHION_MNIST_IDX (the folder of the four idx .gz files; default: Debian's).
+#
+# timm_posembed must be importable (installed, or PYTHONPATH=<this checkout>); it is called as a module so that
+# no console script is needed.
 #
 # Markdown and JSON results, and each run's summary.csv / args.yaml, are written under OUT.
 set -euo pipefail
@@ -16,6 +19,7 @@ set -euo pipefail
 what=${1:?usage: $0 throughput|fashion-mnist OUT}
 out=${2:?usage: $0 throughput|fashion-mnist OUT}
 here=$(cd "$(dirname "$0")" && pwd)
+timm_posembed="python -m timm_posembed.cli"
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader > "$out/gpu.txt" || true
 
@@ -24,26 +28,28 @@ paper_models=(vit_tiny_cope vit_small_supertoken_conv vit_small_conv_embed coat_
 
 case "$what" in
   throughput)
-    timm-posembed bench --device cuda -b 256 --precision bf16 --channels-last \
+    $timm_posembed bench --device cuda -b 256 --precision bf16 --channels-last \
       --json "$out/bench_bf16_cl.json" --markdown "$out/bench_bf16_cl.md" || true
-    timm-posembed bench --device cuda -b 256 --precision bf16 --channels-last --compile \
+    $timm_posembed bench --device cuda -b 256 --precision bf16 --channels-last --compile \
       --models vit_small_supertoken_conv coat_lite_clustering \
       --json "$out/bench_bf16_cl_compile.json" --markdown "$out/bench_bf16_cl_compile.md" || true
-    timm-posembed bench --device cuda -b 256 --precision fp32 \
+    $timm_posembed bench --device cuda -b 256 --precision fp32 \
       --json "$out/bench_fp32.json" --markdown "$out/bench_fp32.md"
     ;;
   fashion-mnist)
     data=${TMPDIR:-/tmp}/fashion_mnist
     runs=${TMPDIR:-/tmp}/fashion_mnist_runs
-    timm-posembed prepare fashion-mnist "$data" --src "${FASHION_MNIST_IDX:-/usr/share/datasets/fashion-mnist}"
-    python "$here/fashion_mnist_sanity.py" --data-dir "$data" --output "$runs" --img-size 64 --epochs 5 \
-      --models "${paper_models[@]}" vit_tiny_supertoken_conv \
-      -- --device cuda --amp --amp-dtype bfloat16 --batch-size 256 --workers 8 --pin-mem --checkpoint-hist 1 \
-      | tee "$out/fashion_mnist_gpu.log" | grep '^|' > "$out/fashion_mnist_gpu.md"
-    for run in "$runs"/*/; do  # the curves and arguments, not the checkpoints
-      mkdir -p "$out/runs/$(basename "$run")"
-      cp "$run/summary.csv" "$run/args.yaml" "$out/runs/$(basename "$run")/"
+    $timm_posembed prepare fashion-mnist "$data" --src "${FASHION_MNIST_IDX:-/usr/share/datasets/fashion-mnist}"
+    for model in "${paper_models[@]}"; do  # one model (and its baseline) at a time, results copied after each
+      python "$here/fashion_mnist_sanity.py" --data-dir "$data" --output "$runs" --img-size 64 --epochs 4 \
+        --models "$model" -- --device cuda --amp --amp-dtype bfloat16 --batch-size 256 --workers 8 --pin-mem \
+        --checkpoint-hist 1 2>&1 | tee -a "$out/fashion_mnist_gpu.log" | grep '^|' >> "$out/fashion_mnist_gpu.md" || true
+      for run in "$runs"/*/; do  # the curves and arguments, not the checkpoints
+        mkdir -p "$out/runs/$(basename "$run")"
+        cp "$run/summary.csv" "$run/args.yaml" "$out/runs/$(basename "$run")/" 2>/dev/null || true
+      done
     done
+    $timm_posembed report "$out/runs" > "$out/fashion_mnist_gpu_all.md"
     ;;
   *)
     echo "unknown check $what; use throughput or fashion-mnist" >&2

@@ -7,11 +7,10 @@ models for its ``forward_intermediates`` tests by the name of the module that re
     any ``list_models(module=...)`` filter, since every model of ours implements ``forward_intermediates``;
  3. deselects every collected timm test that is not parametrized by one of our models, and those that carry
     none of the markers timm's own CI runs (the unmarked ones download pretrained weights or, like the
-    prune-contract test, are "excluded from CI" upstream; set TIMM_POSEMBED_SLOW=1 to run them too).
+    prune-contract test, are "excluded from CI" upstream; set TIMM_UPSTREAM_UNMARKED=1 to run them too).
 """
 import os
 
-import pytest
 import torch
 
 import timm_posembed  # noqa: F401  (registers the models before any test module is collected)
@@ -38,7 +37,7 @@ def pytest_collection_modifyitems(config, items):
             continue
         params = getattr(getattr(item, 'callspec', None), 'params', {})
         name = params.get('model_name')
-        ci_marked = any(item.get_closest_marker(m) for m in TIMM_MARKERS) or os.environ.get('TIMM_POSEMBED_SLOW')
+        ci_marked = any(item.get_closest_marker(m) for m in TIMM_MARKERS) or os.environ.get('TIMM_UPSTREAM_UNMARKED')
         if isinstance(name, str) and name.split('.')[0] in ours and ci_marked:
             keep.append(item)
         else:

@@ -283,3 +283,13 @@ def test_softmax_singleton_is_full_softmax_attention():
     ref = F.scaled_dot_product_attention(q, k, v) + ours.crpe(q, v, size=(6, 6))
     ref = ours.proj(ref.transpose(1, 2).reshape(1, 37, 32))
     torch.testing.assert_close(ours(x, (6, 6)), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_a_single_patch_query_is_one_cluster():
+    # CoaT-Lite's last stage at 32 px has one patch token beside the class token.
+    clustering = AdaptiveQueryClustering(8, num_rounds=4, bucket_width=4.0)
+    q = _queries(shape=(2, 3, 2, 8))
+    out = clustering(q)
+    assert out.index.shape == (2, 3, 2)
+    assert out.index[..., 0].eq(0).all() and out.index[..., 1].eq(1).all()
+    torch.testing.assert_close(out.prototypes[..., :2, :], q[..., :2, :])

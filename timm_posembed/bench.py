@@ -220,6 +220,9 @@ def format_markdown(results: Sequence[BenchResult], cfg: BenchConfig) -> str:
     def num(value, fmt):
         return '—' if value is None else format(value, fmt)
 
+    def rate(value):  # three significant figures down to CPU rates of a few img/s
+        return num(value, ',.0f' if value is None or value >= 100 else '.3g')
+
     for r in results:
         base = by_name.get(r.baseline) if r.baseline else None
         name = f'`{r.model}`' + ''.join(f' {k}={v}' for k, v in r.model_kwargs.items())
@@ -230,8 +233,8 @@ def format_markdown(results: Sequence[BenchResult], cfg: BenchConfig) -> str:
         cells = [
             name, f'`{r.baseline}`' if r.baseline else '(baseline)', 'x'.join(map(str, r.input_size[1:])),
             num(r.params / 1e6 if r.params else None, '.2f'), num(r.gmacs, '.2f'),
-            num(r.infer_img_s, ',.0f'), ratio(r.infer_img_s, base.infer_img_s if base else None),
-            num(r.train_img_s, ',.0f'), ratio(r.train_img_s, base.train_img_s if base else None),
+            rate(r.infer_img_s), ratio(r.infer_img_s, base.infer_img_s if base else None),
+            rate(r.train_img_s), ratio(r.train_img_s, base.train_img_s if base else None),
         ]
         if mem:
             cells += [num(r.infer_peak_mib, ',.0f'), num(r.train_peak_mib, ',.0f')]

@@ -14,7 +14,6 @@ import torch
 import torch.nn.functional as F
 
 from .complexity import model_complexity
-from .models import list_model_info
 
 __all__ = ['QuadrantDataset', 'DemoRun', 'train_and_evaluate', 'DEFAULT_TRAINING_PAIRS']
 
@@ -23,6 +22,9 @@ DEFAULT_TRAINING_PAIRS: Tuple[Tuple[str, Dict], ...] = (
     ('vit_tiny_cope', {}),
     ('vit_tiny_patch16_224', {}),
     ('vit_tiny_patch16_224', {'pos_embed': 'none'}),
+    ('vit_tiny_supertoken_conv', {}),
+    ('coat_lite_clustering', {}),
+    ('coat_lite_tiny', {}),
 )
 
 

@@ -37,7 +37,8 @@ def register(subparsers) -> None:
     fmnist = datasets.add_parser(
         'fashion-mnist', help='Fashion-MNIST from Debian\'s dataset-fashion-mnist package (no download)',
         description='Decodes the idx files into PNG class folders (train: 60k, val: the 10k test set), or '
-                    'with --layout torchvision lays them out for train.py --dataset torch/fashion_mnist.')
+                    'with --layout torchvision lays them out for train.py --dataset torch/fashion_mnist (whose '
+                    'images stay greyscale: add --in-chans 1 --mean 0.286 --std 0.353).')
     fmnist.add_argument('dst', help='output folder')
     fmnist.add_argument('--src', default=str(prep.DEBIAN_FASHION_MNIST_DIR),
                         help='folder with the four *-ubyte(.gz) idx files (default: %(default)s, '

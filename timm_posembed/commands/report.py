@@ -37,7 +37,9 @@ def run(args) -> int:
                       for result in report.rows for run in result.runs]
             title = table.title
         else:
-            print(rep.format_runs_report(runs, fmt=args.format))
+            from timm_posembed.models import list_model_info
+            baselines = {info.name: info.baseline for info in list_model_info()}
+            print(rep.format_runs_report(runs, baselines=baselines, fmt=args.format))
             series = [(_series_label(f'{r.model} {r.model_kwargs or ""}'.strip(), r, 1), r) for r in runs]
             title = ''
         if args.plot:

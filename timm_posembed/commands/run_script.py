@@ -1,6 +1,5 @@
 """ ``timm-posembed run SCRIPT.py ARGS...``: run a timm script (validate.py, benchmark.py, train.py, ...) with
 this package's models registered, for scripts that have no ``--device-modules`` option. """
-import os
 import runpy
 import sys
 from pathlib import Path

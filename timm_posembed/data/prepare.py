@@ -221,7 +221,8 @@ def prepare_fashion_mnist(
     Args:
         layout: ``'imagefolder'``: ``dst/{train,val}/<k>_<name>/<index>.png`` (28x28 greyscale PNGs; timm's
             train.py converts them to RGB), or ``'torchvision'``: the uncompressed idx files in
-            ``dst/FashionMNIST/raw/`` for ``train.py --dataset torch/fashion_mnist --data-dir dst``.
+            ``dst/FashionMNIST/raw/`` for ``train.py --dataset torch/fashion_mnist --data-dir dst`` (greyscale
+            images: also ``--in-chans 1 --mean 0.286 --std 0.353``).
         max_per_class: imagefolder only; split -> keep the first N images of each class (a smaller, still
             balanced set for CPU runs).
     """

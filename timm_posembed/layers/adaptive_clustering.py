@@ -183,7 +183,8 @@ class AdaptiveQueryClustering(nn.Module):
         keys = self.hash_keys(q_patch)
         sorted_keys, order = torch.sort(keys, dim=-1)
         changed = (sorted_keys[..., 1:] != sorted_keys[..., :-1]).to(torch.int64)
-        sorted_ids = torch.cat([torch.zeros_like(changed[..., :1]), changed.cumsum(dim=-1)], dim=-1)
+        # the first id comes from sorted_keys, not changed: with one query, changed is empty
+        sorted_ids = torch.cat([torch.zeros_like(sorted_keys[..., :1]), changed.cumsum(dim=-1)], dim=-1)
         return torch.zeros_like(sorted_ids).scatter(-1, order, sorted_ids)
 
     def _limit_to_capacity(self, q_patch: torch.Tensor, ids: torch.Tensor, num_kept: int) -> torch.Tensor:

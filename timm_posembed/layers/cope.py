@@ -9,7 +9,6 @@ The real-valued network consumes ``Re + Im = x·cos φ + x·sin φ``.
 
 Usable on its own with any token sequence of fixed length, e.g. in place of a timm ViT's ``pos_embed``.
 """
-import math
 from typing import Literal, Optional, Tuple
 
 import torch

@@ -1,4 +1,5 @@
 """Model modules; importing them registers their entrypoints with timm."""
+from ._builder import PretrainedWeightsUnavailableError
 from ._catalog import ModelInfo, list_model_info, model_info
 from ._hub import HF_HUB_ORG, hub_id
 from .vision_transformer_cope import *

@@ -17,20 +17,24 @@ at inference, not fine-tuned). Beyond timm's CoaT: gradient checkpointing, and p
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
-import torch.nn as nn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import _assert
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs, register_model
 from timm.models import coat as timm_coat
 from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint
 from timm.models.coat import CoaT, insert_cls, remove_cls
 
 from timm_posembed.layers.clustered_attention import ClusterAttnMode, ClusteredFactorAttnConvRelPosEnc
+from ._builder import build_with_helpful_pretrained_errors
 from ._catalog import ModelInfo, declare_models
+from ._hub import hub_id
 from ._input import check_image_input
 
 __all__ = ['CoaTClustering']
+
+# a leaf for plain torch.fx.symbolic_trace too (timm's tracer already knows it)
+torch.fx.wrap('check_image_input')
 
 NUM_STAGES = 4
 
@@ -284,7 +288,7 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: CoaTCluster
 
 def _create_coat_clustering(variant: str, pretrained: bool = False, **kwargs: Any) -> CoaTClustering:
     out_indices = kwargs.pop('out_indices', (0, 1, 2, 3))
-    return build_model_with_cfg(
+    return build_with_helpful_pretrained_errors(
         CoaTClustering,
         variant,
         pretrained,
@@ -316,6 +320,10 @@ def _cfg(**kwargs: Any) -> Dict[str, Any]:
 # The weights are timm's CoaT-Lite ImageNet-1k weights (no new parameters): clustering applied at inference.
 default_cfgs = generate_default_cfgs({
     'coat_lite_clustering.in1k': _cfg(hf_hub_id='timm/coat_lite_tiny.in1k'),
+    # Trained with clustering in the loop by benchmarks/train_seed004_*.py; published under our org.
+    'coat_lite_clustering.tiny_imagenet': _cfg(
+        hf_hub_id=hub_id('coat_lite_clustering', 'tiny_imagenet'), num_classes=200, crop_pct=1.0),
+    'coat_lite_clustering.in100': _cfg(hf_hub_id=hub_id('coat_lite_clustering', 'in100'), num_classes=100),
     'coat_lite_clustering_tiny.in1k': _cfg(hf_hub_id='timm/coat_lite_tiny.in1k'),
     'coat_lite_clustering_mini.in1k': _cfg(hf_hub_id='timm/coat_lite_mini.in1k'),
     'coat_lite_clustering_small.in1k': _cfg(hf_hub_id='timm/coat_lite_small.in1k'),

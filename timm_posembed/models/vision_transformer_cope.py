@@ -12,13 +12,11 @@ Built on timm's ``VisionTransformer`` with ``pos_embed='none'``; everything else
 is timm's.
 """
 import math
-from typing import Any, Dict, Literal, Optional, Set, Tuple
+from typing import Any, Dict, Optional, Set, Tuple
 
 import torch
-import torch.nn as nn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import to_2tuple
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs, register_model
 from timm.models.vision_transformer import VisionTransformer
 
 from timm_posembed.layers.cope import ComplexOrderPosEmbed, CopeFuse, CopeMode, CopeResize

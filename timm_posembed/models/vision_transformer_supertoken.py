@@ -21,11 +21,12 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import resample_abs_pos_embed
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs, register_model
 from timm.models.vision_transformer import VisionTransformer
 
 from timm_posembed.layers.conv_stem import EARLYCONV_CHANNELS, ConvStemEmbed
 from timm_posembed.layers.supertoken import SuperTokenConvEmbed
+from ._builder import build_with_helpful_pretrained_errors
 from ._catalog import ModelInfo, declare_models
 from ._hub import hub_id
 from ._input import check_image_input
@@ -157,7 +158,7 @@ def _create_vision_transformer(
         **kwargs: Any,
 ) -> _ConvEmbedVisionTransformer:
     out_indices = kwargs.pop('out_indices', 3)
-    return build_model_with_cfg(
+    return build_with_helpful_pretrained_errors(
         model_cls,
         variant,
         pretrained,

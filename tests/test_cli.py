@@ -1,0 +1,62 @@
+""" The ``list``, ``run`` and ``demo`` commands and the demo's generated task. """
+import textwrap
+
+import pytest
+import torch
+
+from timm_posembed.cli import main as cli_main
+from timm_posembed.demo import QuadrantDataset, train_and_evaluate
+from timm_posembed.models import list_model_info
+
+
+def test_list_shows_every_model_with_its_size_and_paper(capsys):
+    assert cli_main(['list']) == 0
+    out = capsys.readouterr().out
+    for info in list_model_info():
+        assert info.name in out and info.baseline in out
+    cope_row = next(line for line in out.splitlines() if line.startswith('vit_tiny_cope '))
+    assert '5.60M' in cope_row and '1.25' in cope_row and 'tiny_imagenet' in cope_row
+
+
+def test_list_with_num_classes_and_filter(capsys):
+    assert cli_main(['list', '*cope*', '--num-classes', '200']) == 0
+    out = capsys.readouterr().out
+    assert 'vit_tiny_cope' in out and 'supertoken' not in out
+    assert cli_main(['list', 'no_such_model*']) == 1
+
+
+def test_run_imports_the_plugin_before_the_script(tmp_path, capsys):
+    script = tmp_path / 'script.py'
+    script.write_text(textwrap.dedent('''
+        import sys, timm
+        print('args', sys.argv[1:], timm.is_model('vit_tiny_cope'))
+        sys.exit(3)
+    '''))
+    assert cli_main(['run', str(script), '--model', 'vit_tiny_cope']) == 3
+    assert "args ['--model', 'vit_tiny_cope'] True" in capsys.readouterr().out
+
+
+def test_run_names_a_missing_script(capsys):
+    assert cli_main(['run', 'no/such/validate.py']) == 2
+    assert "timm's git repository" in capsys.readouterr().err
+
+
+def test_quadrant_labels_match_where_the_square_is():
+    images, labels = QuadrantDataset(img_size=32, noise=0.0, seed=3).batch(64)
+    half = 16
+    for image, label in zip(images, labels.tolist()):
+        quadrant_sums = [image[:, r * half:(r + 1) * half, c * half:(c + 1) * half].sum() for r in (0, 1) for c in (0, 1)]
+        assert int(torch.stack(quadrant_sums).argmax()) == label
+    assert set(labels.tolist()) == {0, 1, 2, 3}
+
+
+def test_demo_training_learns_position_only_with_a_position_embedding():
+    cope = train_and_evaluate('vit_tiny_cope', steps=40)
+    no_position = train_and_evaluate('vit_tiny_patch16_224', {'pos_embed': 'none'}, steps=40)
+    assert cope.accuracy > 0.6, cope
+    assert no_position.accuracy < 0.45, no_position  # chance is 0.25: patch tokens alone carry no position
+
+
+def test_bad_arguments_exit_with_usage():
+    with pytest.raises(SystemExit):
+        cli_main(['list', '--num-classes', 'many'])
