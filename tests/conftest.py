@@ -11,8 +11,6 @@ models for its ``forward_intermediates`` tests by the name of the module that re
 """
 import os
 
-import torch
-
 import timm_posembed  # noqa: F401  (registers the models before any test module is collected)
 from timm_conformance import CONFORMANCE_MODULE, our_model_names
 
@@ -25,7 +23,6 @@ def pytest_configure(config):
     for m in TIMM_MARKERS:
         config.addinivalue_line('markers', f'{m}: timm test_models.py marker')
     config.addinivalue_line('markers', 'slow: slower tests (still run in CI)')
-    torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
 
 
 def pytest_collection_modifyitems(config, items):
