@@ -302,98 +302,42 @@ def _yaml_str(value: str) -> str:
 
 
 def _usage(create_name: str, stats: ModelStats) -> str:
-    name = create_name
-    feature_lines = '\n'.join(f'    # {tuple(s)}' for s in stats.feature_shapes)
-    unpooled = tuple(stats.unpooled_shape)
-    return f'''### Image Classification
-```python
-from urllib.request import urlopen
-from PIL import Image
-import timm
-import timm_posembed  # registers this model with timm
-import torch
+    """Three self-contained snippets (classification, feature maps, embeddings) sharing one preamble."""
 
-img = Image.open(urlopen(
-    'https://huggingface.co/datasets/huggingface/documentation-images/resolve/main/beignets-task-guide.png'
-))
+    def snippet(create_kwargs: str, body: str) -> str:
+        return (
+            '```python\n'
+            'import timm\n'
+            'import timm_posembed  # registers this model with timm\n'
+            'import torch\n'
+            'from PIL import Image\n'
+            '\n'
+            f"model = timm.create_model('{create_name}', pretrained=True{create_kwargs}).eval()\n"
+            '# the resize, crop and normalisation the weights were trained with\n'
+            'preprocess = timm.data.create_transform(**timm.data.resolve_model_data_config(model), is_training=False)\n'
+            "batch = preprocess(Image.open('image.jpg').convert('RGB')).unsqueeze(0)  # (1, C, H, W)\n"
+            '\n'
+            f'{body}\n'
+            '```\n'
+        )
 
-model = timm.create_model('{name}', pretrained=True)
-model = model.eval()
-
-# get model specific transforms (normalization, resize)
-data_config = timm.data.resolve_model_data_config(model)
-transforms = timm.data.create_transform(**data_config, is_training=False)
-
-output = model(transforms(img).unsqueeze(0))  # unsqueeze single image into batch of 1
-
-top5_probabilities, top5_class_indices = torch.topk(output.softmax(dim=1) * 100, k=5)
-```
-
-### Feature Map Extraction
-```python
-from urllib.request import urlopen
-from PIL import Image
-import timm
-import timm_posembed  # registers this model with timm
-
-img = Image.open(urlopen(
-    'https://huggingface.co/datasets/huggingface/documentation-images/resolve/main/beignets-task-guide.png'
-))
-
-model = timm.create_model(
-    '{name}',
-    pretrained=True,
-    features_only=True,
-)
-model = model.eval()
-
-# get model specific transforms (normalization, resize)
-data_config = timm.data.resolve_model_data_config(model)
-transforms = timm.data.create_transform(**data_config, is_training=False)
-
-output = model(transforms(img).unsqueeze(0))  # unsqueeze single image into batch of 1
-
-for o in output:
-    # print shape of each feature map in output
-    # e.g.:
-{feature_lines}
-
-    print(o.shape)
-```
-
-### Image Embeddings
-```python
-from urllib.request import urlopen
-from PIL import Image
-import timm
-import timm_posembed  # registers this model with timm
-
-img = Image.open(urlopen(
-    'https://huggingface.co/datasets/huggingface/documentation-images/resolve/main/beignets-task-guide.png'
-))
-
-model = timm.create_model(
-    '{name}',
-    pretrained=True,
-    num_classes=0,  # remove classifier nn.Linear
-)
-model = model.eval()
-
-# get model specific transforms (normalization, resize)
-data_config = timm.data.resolve_model_data_config(model)
-transforms = timm.data.create_transform(**data_config, is_training=False)
-
-output = model(transforms(img).unsqueeze(0))  # output is (batch_size, num_features) shaped tensor
-
-# or equivalently (without needing to set num_classes=0)
-
-output = model.forward_features(transforms(img).unsqueeze(0))
-# output is unpooled, a {unpooled} shaped tensor
-
-output = model.forward_head(output, pre_logits=True)
-# output is a (1, num_features) shaped tensor, num_features = {stats.num_features}
-```
-'''
+    shapes = '\n'.join(f'    # {tuple(s)}' for s in stats.feature_shapes)
+    classify = snippet('', (
+        'with torch.no_grad():\n'
+        '    probabilities = model(batch).softmax(dim=-1)\n'
+        'top5_prob, top5_class = probabilities.topk(5)'))
+    features = snippet(', features_only=True', (
+        'with torch.no_grad():\n'
+        '    feature_maps = model(batch)  # one tensor per stage, at 1 image:\n'
+        f'{shapes}'))
+    embeddings = snippet(', num_classes=0', (
+        'with torch.no_grad():\n'
+        f'    embedding = model(batch)  # pooled, (1, {stats.num_features}): the classifier is removed\n'
+        f'    tokens = model.forward_features(batch)  # unpooled, {tuple(stats.unpooled_shape)}\n'
+        '    same_embedding = model.forward_head(tokens, pre_logits=True)'))
+    return (f'### Image Classification\n{classify}\n'
+            f'### Feature Map Extraction\n{features}\n'
+            f'### Image Embeddings\n{embeddings}')
 
 
 def render_hub_readme(card: ModelCard, facts: HubCardFacts) -> str:
