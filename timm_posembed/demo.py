@@ -7,13 +7,12 @@ position information cannot beat chance (25%), which the demo shows with timm's 
 """
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import timm
 import torch
 import torch.nn.functional as F
 
-from .complexity import model_complexity
 
 __all__ = ['QuadrantDataset', 'DemoRun', 'train_and_evaluate', 'DEFAULT_TRAINING_PAIRS']
 
@@ -107,34 +106,3 @@ def train_and_evaluate(
         final_loss=loss.item(),
         accuracy=correct / total,
     )
-
-
-def measure_inference_throughput(model_name: str, batch_size: int = 2, iters: int = 2) -> float:
-    """Images per second of eval-mode inference at the model's default input size, on the CPU."""
-    model = timm.create_model(model_name).eval()
-    x = torch.randn(batch_size, *model.pretrained_cfg['input_size'])
-    with torch.no_grad():
-        model(x)  # warm-up
-        start = time.perf_counter()
-        for _ in range(iters):
-            model(x)
-    return batch_size * iters / (time.perf_counter() - start)
-
-
-def format_table(header: Sequence[str], rows: Iterable[Sequence]) -> str:
-    rows = [tuple(str(v) for v in r) for r in rows]
-    widths = [max(len(r[i]) for r in rows + [tuple(header)]) for i in range(len(header))]
-    lines = ['  '.join(h.ljust(w) for h, w in zip(header, widths)), '  '.join('-' * w for w in widths)]
-    lines += ['  '.join(v.ljust(w) for v, w in zip(r, widths)) for r in rows]
-    return '\n'.join(line.rstrip() for line in lines)
-
-
-def model_table_rows(names: List[str], log: Callable[[str], None]) -> List[Tuple]:
-    rows = []
-    for name in names:
-        start = time.perf_counter()
-        c = model_complexity(name)
-        ips = measure_inference_throughput(name)
-        rows.append((name, f'{c.params / 1e6:.2f}', f'{c.gmacs:.2f}', c.input_size[1], f'{ips:.1f}'))
-        log(f'  measured {name} ({time.perf_counter() - start:.1f}s)')
-    return rows

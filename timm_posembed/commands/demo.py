@@ -3,8 +3,10 @@ import time
 
 import torch
 
-from ..demo import DEFAULT_TRAINING_PAIRS, format_table, model_table_rows, train_and_evaluate
+from ..bench import BenchConfig, bench_model
+from ..demo import DEFAULT_TRAINING_PAIRS, train_and_evaluate
 from ..models import list_model_info
+from ._table import format_table
 
 
 def register(subparsers) -> None:
@@ -36,14 +38,22 @@ def run(args) -> int:
         for info in infos:
             names += [n for n in (info.name, info.baseline) if n not in names]
         _log(f'[1/2] Building {len(names)} models (ours and their timm baselines) at their default input size')
-        rows = model_table_rows(names, _log)
         baseline_of = {i.name: i.baseline for i in infos}
-        table = [(name, baseline_of.get(name, '(timm baseline)'), *rest) for name, *rest in rows]
+        config = BenchConfig(device='cpu', batch_size=2, num_warmup=1, num_iters=2, train=False)
+        table = []
+        for name in names:
+            start_model = time.perf_counter()
+            r = bench_model(name, config)
+            ips = f'{r.infer_img_s:.1f}' if r.error is None else f'failed: {r.error}'
+            table.append((name, baseline_of.get(name, '(timm baseline)'), f'{r.params / 1e6:.2f}',
+                          f'{r.gmacs:.2f}', r.input_size[1], ips))
+            _log(f'  measured {name} ({time.perf_counter() - start_model:.1f}s)')
         _log('')
-        _log(format_table(('model', 'compared with', 'params (M)', 'GMACs', 'img', 'CPU img/s (batch 2)'), table))
+        _log(format_table(('model', 'compared with', 'params (M, 1000 classes)', 'GMACs', 'img',
+                           'CPU img/s (batch 2)'), table))
         _log('')
 
-    pairs = [p for p in DEFAULT_TRAINING_PAIRS]
+    pairs = DEFAULT_TRAINING_PAIRS
     _log(f'[2/2] Training {len(pairs)} models from scratch for {args.steps} steps on generated '
          f'{args.img_size}px images: the label is the quadrant holding a bright square (chance = 25%)')
     runs = []

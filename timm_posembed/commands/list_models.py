@@ -5,6 +5,7 @@ import timm
 
 from ..complexity import model_complexity
 from ..models import list_model_info
+from ._table import format_table
 
 
 def register(subparsers) -> None:
@@ -27,8 +28,5 @@ def run(args) -> int:
         tags = [n.split('.', 1)[1] for n in timm.list_pretrained(info.name + '.*')]
         rows.append((info.name, f'{c.params / 1e6:.2f}M', f'{c.gmacs:.2f}', f'{c.input_size[1]}',
                      ','.join(tags), info.baseline, info.paper))
-    header = ('model', 'params', 'GMACs', 'img', 'pretrained tags', 'timm baseline', 'paper')
-    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
-    for r in [header] + rows:
-        print('  '.join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip())
+    print(format_table(('model', 'params', 'GMACs', 'img', 'pretrained tags', 'timm baseline', 'paper'), rows))
     return 0
