@@ -8,7 +8,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import yaml
 
-from timm_posembed.data.prepare import DATASET_NUM_CLASSES
+from timm_posembed.data.dataset_facts import DATASET_NUM_CLASSES
 
 __all__ = ['PAPER_TABLES_FILE', 'PaperRow', 'PaperTable', 'load_paper_tables', 'paper_table', 'list_paper_tables']
 
