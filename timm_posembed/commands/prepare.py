@@ -1,5 +1,5 @@
 """ ``timm-posembed prepare DATASET ...``: lay out a benchmark dataset as ``DST/{train,val}/<class>/`` for timm's
-train.py (``--data-dir DST``). The work is done by ``timm_posembed.data.prepare``. """
+train.py (``--data-dir DST``). The work is done by ``timm_posembed.data`` (one module per dataset). """
 import sys
 
 from timm_posembed.data import prepare as prep
@@ -80,5 +80,8 @@ def _report(work) -> int:
     except (prep.DatasetLayoutError, ValueError) as e:
         print(f'timm-posembed prepare: error: {e}', file=sys.stderr)
         return 2
+    except OSError as e:  # e.g. no permission or no space at the destination; the message names the path
+        print(f'timm-posembed prepare: error: {e}; nothing was written to the destination', file=sys.stderr)
+        return 1
     print(result.summary())
     return 0

@@ -1,13 +1,14 @@
 """ Facts about the benchmark datasets, in one place: split folder names, class counts, the shipped ImageNet100
 class list, where Debian installs Fashion-MNIST and its label names. The preparation modules, the paper tables and
 the CLI read them from here. """
+import re
 from pathlib import Path
 from typing import Dict, Tuple
 
 __all__ = [
     'TRAIN_SPLIT', 'VAL_SPLIT', 'TINY_IMAGENET_NUM_CLASSES', 'TINY_IMAGENET_OFFICIAL_COUNTS',
     'IMAGENET100_CLASS_LIST', 'IMAGENET100_NUM_CLASSES', 'IMAGENET_VAL_IMAGES_PER_CLASS',
-    'DEBIAN_FASHION_MNIST_DIR', 'FASHION_MNIST_IDX_FILES', 'FASHION_MNIST_CLASSES', 'DATASET_NUM_CLASSES',
+    'WNID', 'DEBIAN_FASHION_MNIST_DIR', 'FASHION_MNIST_IDX_FILES', 'FASHION_MNIST_CLASSES', 'DATASET_NUM_CLASSES',
 ]
 
 # Output split folder names; timm's train.py finds 'val' for its default --val-split 'validation'.
@@ -15,6 +16,9 @@ TRAIN_SPLIT, VAL_SPLIT = 'train', 'val'
 
 TINY_IMAGENET_NUM_CLASSES = 200
 TINY_IMAGENET_OFFICIAL_COUNTS = {TRAIN_SPLIT: 100_000, VAL_SPLIT: 10_000}
+
+# An ImageNet class id (WordNet noun id): 'n' and 8 digits, e.g. n01440764.
+WNID = re.compile(r'n\d{8}')
 
 # The CMC ImageNet100 subset of ImageNet-1k, one wnid per line, in the list's own order.
 IMAGENET100_CLASS_LIST = Path(__file__).with_name('imagenet100_cmc.txt')

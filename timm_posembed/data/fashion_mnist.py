@@ -1,19 +1,22 @@
 """ Fashion-MNIST: the idx files Debian's ``dataset-fashion-mnist`` installs, decoded to PNG class folders (or
 laid out for ``train.py --dataset torch/fashion_mnist``). """
-import gzip
 import io
 import struct
+import zlib
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple
 
 from .dataset_facts import DEBIAN_FASHION_MNIST_DIR, FASHION_MNIST_CLASSES, FASHION_MNIST_IDX_FILES
-from .staging import DatasetLayoutError, PathLike, PrepareResult, verify_split, write_if_absent
+from .source_tree import SourceTree
+from .staging import DatasetLayoutError, PathLike, Plan, PrepareResult, write_tree
 
 __all__ = ['prepare_fashion_mnist', 'FASHION_MNIST_LAYOUTS', 'TORCHVISION_FASHION_MNIST_RAW']
 
 FASHION_MNIST_LAYOUTS = ('imagefolder', 'torchvision')
 # torchvision.datasets.FashionMNIST(root) reads the uncompressed idx files from root/FashionMNIST/raw/.
 TORCHVISION_FASHION_MNIST_RAW = Path('FashionMNIST') / 'raw'
+# Fashion-MNIST's largest idx file decodes to ~47 MB; the bound stops a gzip bomb or a wrong file from filling memory.
+_MAX_IDX_BYTES = 256 << 20
 
 
 def prepare_fashion_mnist(
@@ -37,51 +40,66 @@ def prepare_fashion_mnist(
         raise ValueError(f'layout must be one of {FASHION_MNIST_LAYOUTS}, got {layout!r}')
     if max_per_class and layout != 'imagefolder':
         raise ValueError('max_per_class needs layout="imagefolder" (torchvision reads the whole idx files)')
-    if not src.is_dir():
-        raise DatasetLayoutError(
-            f'{src} does not exist; install Debian\'s Fashion-MNIST (apt-get install dataset-fashion-mnist) or pass '
-            f'the folder holding {", ".join(f for pair in FASHION_MNIST_IDX_FILES.values() for f in pair)}')
-    decoded = {split: _read_idx_pair(src / images, src / labels)
-               for split, (images, labels) in FASHION_MNIST_IDX_FILES.items()}
+    tree = SourceTree(src, (
+        f'install Debian\'s Fashion-MNIST (apt-get install dataset-fashion-mnist) or pass the folder holding '
+        f'{", ".join(f for pair in FASHION_MNIST_IDX_FILES.values() for f in pair)}'))
+    raw: Dict[str, bytes] = {}
+    decoded = {}
+    for split, (images_name, labels_name) in FASHION_MNIST_IDX_FILES.items():
+        raw[images_name], raw[labels_name] = _read_idx_pair(tree, src / images_name, src / labels_name)
+        decoded[split] = _decode(raw[images_name], raw[labels_name])
 
     if layout == 'torchvision':
-        return _write_torchvision_fashion_mnist(src, dst, decoded)
+        return _write_torchvision_fashion_mnist(dst, raw, decoded)
 
     from PIL import Image  # torchvision's dependency; imported here so the link-only preparations need nothing
 
-    dst.mkdir(parents=True, exist_ok=True)
-    created, num_images, num_classes = 0, {}, {}
+    plan: Plan = {}
+    num_images, num_classes = {}, {}
     for split, (pixels, labels, rows, cols) in decoded.items():
         limit = (max_per_class or {}).get(split)
-        expected: Dict[str, set] = {}
         kept_per_class = [0] * len(FASHION_MNIST_CLASSES)
         for index, label in enumerate(labels):
             if limit is not None and kept_per_class[label] >= limit:
                 continue
             kept_per_class[label] += 1
-            class_dir = f'{label}_{FASHION_MNIST_CLASSES[label]}'
-            name = f'{index:05d}.png'
-            expected.setdefault(class_dir, set()).add(name)
-            target = dst / split / class_dir / name
             buffer = io.BytesIO()
             Image.frombytes('L', (cols, rows), pixels[index * rows * cols:(index + 1) * rows * cols]).save(
                 buffer, format='PNG')
-            created += write_if_absent(target, buffer.getvalue())
-        num_images[split], num_classes[split] = verify_split(dst / split, expected)
-    return PrepareResult(dst, num_classes, num_images, created, 'png' if created else '')
+            plan[(split, f'{label}_{FASHION_MNIST_CLASSES[label]}', f'{index:05d}.png')] = buffer.getvalue()
+        num_images[split] = sum(kept_per_class)
+        num_classes[split] = sum(k > 0 for k in kept_per_class)
+    written = write_tree(plan, dst, [src])
+    return PrepareResult(dst, num_classes, num_images, written.created, 'png' if written.created else '')
 
 
-def _open_maybe_gzip(path: Path) -> bytes:
-    data = path.read_bytes()
-    return gzip.decompress(data) if data[:2] == b'\x1f\x8b' else data
+def _gunzip(path: Path, data: bytes) -> bytes:
+    """``data`` decompressed if it is gzip (the Debian files are), else as it is; bounded, with errors naming
+    ``path``."""
+    if data[:2] != b'\x1f\x8b':
+        return data
+    decompressor = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        out = decompressor.decompress(data, _MAX_IDX_BYTES + 1)
+    except zlib.error as e:
+        raise DatasetLayoutError(
+            f'{path} is a corrupt gzip file ({e}); download it again or reinstall dataset-fashion-mnist') from None
+    if len(out) > _MAX_IDX_BYTES:
+        raise DatasetLayoutError(
+            f'{path} decompresses to more than {_MAX_IDX_BYTES:,} bytes; Fashion-MNIST\'s largest idx file is '
+            f'~47 MB')
+    if not decompressor.eof:
+        raise DatasetLayoutError(
+            f'{path} is a truncated gzip file (its compressed stream ends early); download it again or reinstall '
+            f'dataset-fashion-mnist')
+    return out
 
 
-def _read_idx_pair(images_path: Path, labels_path: Path) -> Tuple[bytes, Sequence[int], int, int]:
-    """(pixels, labels, rows, cols) of an idx3 image file and its idx1 label file (gzipped or not)."""
-    for p in (images_path, labels_path):
-        if not p.is_file():
-            raise DatasetLayoutError(f'{p} is missing; expected the four Fashion-MNIST idx files in {p.parent}')
-    images, labels = _open_maybe_gzip(images_path), _open_maybe_gzip(labels_path)
+def _read_idx_pair(tree: SourceTree, images_path: Path, labels_path: Path) -> Tuple[bytes, bytes]:
+    """The decompressed bytes of an idx3 image file and its idx1 label file (gzipped or not), headers checked."""
+    expected = f'the four Fashion-MNIST idx files in {images_path.parent}'
+    images = _gunzip(images_path, tree.read_bytes(images_path, _MAX_IDX_BYTES, expected))
+    labels = _gunzip(labels_path, tree.read_bytes(labels_path, _MAX_IDX_BYTES, expected))
     # idx header: magic (0x0803 = ubyte, 3 dims / 0x0801 = ubyte, 1 dim), then big-endian int32 sizes.
     if len(images) < 16 or struct.unpack('>I', images[:4])[0] != 0x803:
         raise DatasetLayoutError(f'{images_path} is not an idx3-ubyte image file')
@@ -93,18 +111,20 @@ def _read_idx_pair(images_path: Path, labels_path: Path) -> Tuple[bytes, Sequenc
         raise DatasetLayoutError(f'{images_path} has {count} images but {labels_path} has {label_count} labels')
     if len(images) != 16 + count * rows * cols or len(labels) != 8 + count:
         raise DatasetLayoutError(f'{images_path} or {labels_path} is truncated (sizes disagree with their headers)')
-    label_values = labels[8:]
-    if max(label_values, default=0) >= len(FASHION_MNIST_CLASSES):
+    if max(labels[8:], default=0) >= len(FASHION_MNIST_CLASSES):
         raise DatasetLayoutError(f'{labels_path} has labels outside 0..{len(FASHION_MNIST_CLASSES) - 1}')
-    return images[16:], label_values, rows, cols
+    return images, labels
 
 
-def _write_torchvision_fashion_mnist(src: Path, dst: Path, decoded) -> PrepareResult:
-    raw = dst / TORCHVISION_FASHION_MNIST_RAW
-    created = 0
-    for split, names in FASHION_MNIST_IDX_FILES.items():
-        for name in names:
-            created += write_if_absent(raw / name[:-len('.gz')], _open_maybe_gzip(src / name))
+def _decode(images: bytes, labels: bytes) -> Tuple[bytes, Sequence[int], int, int]:
+    """(pixels, labels, rows, cols) of a checked idx pair."""
+    _, rows, cols = struct.unpack('>III', images[4:16])
+    return images[16:], labels[8:], rows, cols
+
+
+def _write_torchvision_fashion_mnist(dst: Path, raw: Dict[str, bytes], decoded) -> PrepareResult:
+    plan: Plan = {TORCHVISION_FASHION_MNIST_RAW.parts + (name[:-len('.gz')],): data for name, data in raw.items()}
+    written = write_tree(plan, dst, [])
     num_images = {split: len(labels) for split, (_, labels, _, _) in decoded.items()}
     num_classes = {split: len(set(labels)) for split, (_, labels, _, _) in decoded.items()}
-    return PrepareResult(dst, num_classes, num_images, created, 'idx' if created else '')
+    return PrepareResult(dst, num_classes, num_images, written.created, 'idx' if written.created else '')

@@ -10,7 +10,7 @@
 ``dataset_facts`` holds the class lists and counts, ``staging`` the writing shared by all. Images are linked, not
 copied, where they already exist as files. Every preparation is idempotent (a re-run over its own output changes
 nothing), refuses a destination holding files it did not make, and verifies the class and image counts of what it
-wrote against the source. This module gathers the public names in one import.
+wrote against the source. ``source_tree`` reads a source without leaving it. This module gathers the public names in one import.
 """
 from .dataset_facts import (
     DATASET_NUM_CLASSES, DEBIAN_FASHION_MNIST_DIR, FASHION_MNIST_CLASSES, FASHION_MNIST_IDX_FILES,
