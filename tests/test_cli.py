@@ -1,4 +1,6 @@
 """ The ``list``, ``run`` and ``demo`` commands and the demo's generated task. """
+import subprocess
+import sys
 import textwrap
 
 import pytest
@@ -7,6 +9,7 @@ import torch
 from timm_posembed.cli import main as cli_main
 from timm_posembed.demo import QuadrantDataset, train_and_evaluate
 from timm_posembed.models import list_model_info
+from timm_posembed.settings import timm_repo_setting
 
 
 def test_list_shows_every_model_with_its_size_and_paper(capsys):
@@ -39,6 +42,62 @@ def test_run_imports_the_plugin_before_the_script(tmp_path, capsys):
 def test_run_names_a_missing_script(capsys):
     assert cli_main(['run', 'no/such/validate.py']) == 2
     assert "timm's git repository" in capsys.readouterr().err
+
+
+def test_run_keeps_the_scripts_exit_message_and_status(tmp_path, capsys):
+    script = tmp_path / 'script.py'
+    script.write_text('raise SystemExit("no such model: vit_huge_cope")\n')
+    direct = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+    assert cli_main(['run', str(script)]) == direct.returncode == 1
+    assert capsys.readouterr().err == direct.stderr == 'no such model: vit_huge_cope\n'
+    script.write_text('import sys; sys.exit(None)\n')
+    assert cli_main(['run', str(script)]) == 0
+
+
+ARGV_SCRIPT = textwrap.dedent('''
+    import argparse, sys
+    parser = argparse.ArgumentParser(description='the script help')
+    parser.add_argument('--model')
+    parser.add_argument('data', nargs='*')
+    print('argv', sys.argv[1:], vars(parser.parse_args()))
+''')
+
+
+@pytest.mark.parametrize('run_args, script_argv', [
+    (['--model', 'x', 'd'], ['--model', 'x', 'd']),
+    # run's own `--`, right after SCRIPT or after some of the script's arguments, is not passed on ...
+    (['--', '--model', 'x'], ['--model', 'x']),
+    (['--model', 'x', '--', 'd'], ['--model', 'x', 'd']),
+    # ... a second one is the script's
+    (['--model', 'x', '--', 'd', '--', '-e'], ['--model', 'x', 'd', '--', '-e']),
+])
+def test_run_hands_every_argument_after_the_script_to_it(tmp_path, capsys, run_args, script_argv):
+    script = tmp_path / 'script.py'
+    script.write_text(ARGV_SCRIPT)
+    assert cli_main(['run', str(script)] + run_args) == 0
+    assert f'argv {script_argv}' in capsys.readouterr().out
+
+
+def test_run_script_help_is_the_scripts(tmp_path, capsys):
+    script = tmp_path / 'script.py'
+    script.write_text(ARGV_SCRIPT)
+    for flag in ('--help', '-h'):
+        assert cli_main(['run', str(script), flag]) == 0
+        out = capsys.readouterr().out
+        assert 'the script help' in out and 'Imports timm_posembed' not in out
+    with pytest.raises(SystemExit):  # run's own help, before SCRIPT
+        cli_main(['run', '--help'])
+    assert 'Imports timm_posembed' in capsys.readouterr().out
+    assert cli_main(['run']) == 2 and 'SCRIPT is missing' in capsys.readouterr().err
+
+
+def test_run_timm_validate_help(capsys):
+    repo = timm_repo_setting()
+    if repo is None or not (repo / 'validate.py').is_file():
+        pytest.skip(f'needs timm\'s validate.py, which is only in timm\'s git repository: set TIMM_REPO (now {repo})')
+    assert cli_main(['run', str(repo / 'validate.py'), '--help']) == 0
+    out = capsys.readouterr().out
+    assert 'PyTorch ImageNet Validation' in out and '--checkpoint' in out
 
 
 def test_quadrant_labels_match_where_the_square_is():
