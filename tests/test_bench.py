@@ -73,3 +73,42 @@ def test_cli_bench_rejects_unknown_models_and_cuda_without_gpu(capsys, monkeypat
     monkeypatch.setattr('torch.cuda.is_available', lambda: False)
     assert main(['bench', '--models', 'vit_tiny_cope', '--device', 'cuda']) == 2
     assert 'use --device cpu' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('option, value, message', [
+    ('-b', '0', 'argument -b/--batch-size: expected an integer >= 1, got 0'),
+    ('--batch-size', '-3', 'argument -b/--batch-size: expected an integer >= 1, got -3'),
+    ('--iters', '0', 'argument --iters: expected an integer >= 1, got 0'),
+    ('--warmup', '-1', 'argument --warmup: expected an integer >= 0, got -1'),
+    ('--img-size', '0', 'argument --img-size: expected an integer >= 1, got 0'),
+    ('--num-classes', '-1', 'argument --num-classes: expected an integer >= 0, got -1'),
+    ('--iters', 'ten', "argument --iters: expected an integer >= 1, got 'ten'"),
+])
+def test_cli_bench_rejects_non_positive_counts_before_any_work(capsys, monkeypatch, option, value, message):
+    monkeypatch.setattr(bench, 'run_bench', _must_not_run)
+    with pytest.raises(SystemExit) as e:
+        main(['bench', '--models', 'vit_tiny_cope', '--device', 'cpu', option, value])
+    assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def _must_not_run(*args, **kwargs):
+    raise AssertionError('bench measured although its arguments are invalid')
+
+
+def test_cli_bench_checks_output_paths_before_measuring(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(bench, 'run_bench', _must_not_run)
+    a_file = tmp_path / 'notes.txt'
+    a_file.write_text('x')
+    base = ['bench', '--models', 'vit_tiny_cope', '--device', 'cpu']
+    cases = [
+        (['--json', str(tmp_path / 'missing' / 'b.json')], f'--json {tmp_path / "missing" / "b.json"}: the folder '
+                                                           f'{tmp_path / "missing"} does not exist'),
+        (['--json', str(a_file / 'b.json')], f'the folder {a_file} is a file, not a folder'),
+        (['--markdown', str(tmp_path)], f'--markdown {tmp_path} is a folder; give a file path, e.g. '
+                                        f'{tmp_path / "bench.md"}'),
+        (['--num-classes', '0'], '--num-classes 0 (no classifier) measures inference only: add --no-train'),
+    ]
+    for extra, message in cases:
+        assert main(base + extra) == 2
+        assert message in capsys.readouterr().err
+    assert a_file.read_text() == 'x'

@@ -1,8 +1,11 @@
 """ ``timm-posembed bench``: img/s (inference and training step), peak memory, params and GMACs of every model of
 the package beside its timm baseline, in one run. The work is done by ``timm_posembed.bench``. """
+import argparse
 import json
+import os
 import sys
 from pathlib import Path
+from typing import Optional
 
 from timm.utils import ParseKwargs
 
@@ -25,12 +28,14 @@ def register(subparsers) -> None:
     p.add_argument('--channels-last', action='store_true', help='channels_last model and input')
     p.add_argument('--compile', nargs='?', const='default', default=None, metavar='MODE',
                    help='torch.compile the models (optional mode, e.g. max-autotune)')
-    p.add_argument('-b', '--batch-size', type=int, default=defaults.batch_size)
-    p.add_argument('--img-size', type=int, default=None, help='square input size for every model '
+    p.add_argument('-b', '--batch-size', type=_at_least(1), default=defaults.batch_size)
+    p.add_argument('--img-size', type=_at_least(1), default=None, help='square input size for every model '
                    '(default: each model\'s pretrained-cfg size)')
-    p.add_argument('--num-classes', type=int, default=defaults.num_classes)
-    p.add_argument('--warmup', type=int, default=defaults.num_warmup, help='untimed iterations per measurement')
-    p.add_argument('--iters', type=int, default=defaults.num_iters, help='timed iterations per measurement')
+    p.add_argument('--num-classes', type=_at_least(0), default=defaults.num_classes,
+                   help='classifier size (0: no head, inference only)')
+    p.add_argument('--warmup', type=_at_least(0), default=defaults.num_warmup,
+                   help='untimed iterations per measurement')
+    p.add_argument('--iters', type=_at_least(1), default=defaults.num_iters, help='timed iterations per measurement')
     p.add_argument('--no-train', action='store_true', help='inference only')
     p.add_argument('--model-kwargs', nargs='*', default={}, action=ParseKwargs,
                    help='kwargs for the package\'s models (not the baselines), e.g. n_iter=1')
@@ -39,12 +44,51 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+def _at_least(minimum: int):
+    """An argparse type: an integer >= ``minimum`` (argparse's message then names the option)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f'expected an integer >= {minimum}, got {text!r}') from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f'expected an integer >= {minimum}, got {value}')
+        return value
+    parse.__name__ = f'integer >= {minimum}'
+    return parse
+
+
+def _output_path_problem(option: str, path: Optional[Path], example_name: str) -> Optional[str]:
+    """Why ``path`` cannot be written by ``option`` (checked before measuring, which can take long), or None."""
+    if path is None:
+        return None
+    parent = path.parent
+    if not parent.is_dir():
+        what = 'is a file, not a folder' if parent.exists() else 'does not exist'
+        return f'{option} {path}: the folder {parent} {what}; create the folder or give another path'
+    if path.is_dir():
+        return f'{option} {path} is a folder; give a file path, e.g. {path / example_name}'
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        return f'{option} {path} is not writable; give a path in a folder you can write to'
+    return None
+
+
 def _cuda() -> bool:
     import torch
     return torch.cuda.is_available()
 
 
 def run(args) -> int:
+    problems = [_output_path_problem('--json', args.json, 'bench.json'),
+                _output_path_problem('--markdown', args.markdown, 'bench.md')]
+    if args.num_classes == 0 and not args.no_train:
+        problems.append('--num-classes 0 (no classifier) measures inference only: add --no-train, or give '
+                        '--num-classes >= 1 for the training step')
+    problems = [p for p in problems if p]
+    if problems:
+        for problem in problems:
+            print(f'timm-posembed bench: error: {problem}', file=sys.stderr)
+        return 2
     cfg = bench.BenchConfig(
         device=args.device, precision=args.precision, channels_last=args.channels_last, compile_mode=args.compile,
         batch_size=args.batch_size, img_size=args.img_size, num_classes=args.num_classes, num_warmup=args.warmup,
