@@ -186,7 +186,8 @@ def test_fashion_mnist_imagefolder_pixels_labels_and_limits(fmnist_src, tmp_path
     ds = create_dataset('', root=str(dst), split='train')
     assert ds.reader.class_to_idx['9_ankle_boot'] == 9  # folder order keeps Fashion-MNIST's label indices
     assert prep.prepare_fashion_mnist(dst, src=fmnist_src, max_per_class={'train': 2}).created == 0
-    with pytest.raises(prep.DatasetLayoutError, match='holds 2 entries where this preparation makes 1'):  # smaller limit
+    # a smaller limit into the same DST
+    with pytest.raises(prep.DatasetLayoutError, match='holds 2 entries where this preparation makes 1'):
         prep.prepare_fashion_mnist(dst, src=fmnist_src, max_per_class={'train': 1})
 
 

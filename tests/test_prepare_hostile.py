@@ -68,6 +68,27 @@ def test_links_out_of_the_source_are_refused_in_every_mode(tiny_src, tmp_path, l
     assert not (tmp_path / 'out').exists() and secret.stat().st_nlink == 1
 
 
+def test_a_fifo_named_like_an_image_is_an_error_not_a_missing_image(tiny_src, tmp_path):
+    fifo = tiny_src / 'train' / _tiny_wnid(4) / 'images' / 'fifo.JPEG'
+    os.mkfifo(fifo)
+    with pytest.raises(prep.DatasetLayoutError, match=f'{fifo} is not a regular file'):
+        prep.prepare_tiny_imagenet(tiny_src, tmp_path / 'out', link='copy')
+
+
+def test_a_destination_filled_meanwhile_is_not_replaced(tiny_src, tmp_path, monkeypatch):
+    dst = tmp_path / 'out'
+    real_replace = os.replace
+
+    def another_run_finishes_first(stage, target):
+        (dst / 'theirs').mkdir(parents=True)
+        return real_replace(stage, target)
+
+    monkeypatch.setattr(os, 'replace', another_run_finishes_first)
+    with pytest.raises(prep.DatasetLayoutError, match='was created or filled by something else'):
+        prep.prepare_tiny_imagenet(tiny_src, dst)
+    assert os.listdir(dst) == ['theirs'] and _staging_leftovers(tmp_path) == []
+
+
 def test_a_link_loop_is_an_error_naming_it(tiny_src, tmp_path):
     loop = tiny_src / 'train' / _tiny_wnid(4) / 'images' / 'loop.JPEG'
     loop.symlink_to(loop.name)

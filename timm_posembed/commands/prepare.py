@@ -9,7 +9,9 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         'prepare', help='lay out Tiny-ImageNet / ImageNet100 / Fashion-MNIST as class folders for timm\'s train.py',
         description='Builds DST/train/<class>/ and DST/val/<class>/ (links, not copies, where the source has '
-                    'image files), verifies the counts, and is safe to re-run.',
+                    'image files), verifies the counts, and is safe to re-run. It reads only inside the source '
+                    '(links out of it are refused) and writes only DST, built in a staging folder beside it and '
+                    'renamed into place: a run that fails or is interrupted leaves DST as it was.',
     )
     datasets = p.add_subparsers(dest='dataset', metavar='DATASET', required=True)
 

@@ -7,10 +7,12 @@
  * ``fashion_mnist``: Debian's ``dataset-fashion-mnist`` idx files, decoded to PNGs (or laid out for
    ``train.py --dataset torch/fashion_mnist``).
 
-``dataset_facts`` holds the class lists and counts, ``staging`` the writing shared by all. Images are linked, not
-copied, where they already exist as files. Every preparation is idempotent (a re-run over its own output changes
-nothing), refuses a destination holding files it did not make, and verifies the class and image counts of what it
-wrote against the source. ``source_tree`` reads a source without leaving it. This module gathers the public names in one import.
+``dataset_facts`` holds the class lists and counts, ``source_tree`` reads a source without leaving it, and
+``staging`` writes the output: every name checked first, built beside the destination and renamed into place, so a
+run that fails or is interrupted leaves the destination as it was. Images are linked, not copied, where they
+already exist as files. Every preparation is idempotent (a re-run over its own complete output changes nothing),
+refuses a destination holding anything else, and verifies what it wrote against the plan made from the source.
+This module gathers the public names in one import.
 """
 from .dataset_facts import (
     DATASET_NUM_CLASSES, DEBIAN_FASHION_MNIST_DIR, FASHION_MNIST_CLASSES, FASHION_MNIST_IDX_FILES,

@@ -88,6 +88,8 @@ class SourceTree:
                 found.append((path, resolved))
             elif path.is_file():
                 found.append((path, path.resolve()))
+            elif not path.is_dir():  # a FIFO or device named like an image: reading it could block forever
+                raise DatasetLayoutError(f'{path} is not a regular file; replace it by the image or remove it')
         return found
 
     def read_text(self, path: Path, max_bytes: int, expected: str) -> str:

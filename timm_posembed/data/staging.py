@@ -17,6 +17,7 @@ from typing import Dict, Iterator, List, Literal, Sequence, Tuple, Union
 
 __all__ = [
     'DatasetLayoutError', 'PrepareResult', 'LinkMode', 'LINK_MODES', 'PathLike', 'Plan', 'check_name', 'write_tree',
+    'WrittenTree',
 ]
 
 PathLike = Union[str, Path]
@@ -62,13 +63,14 @@ def check_name(name: str, what: str, where: str) -> str:
 
 
 @dataclass
-class _Written:
+class WrittenTree:
+    """What ``write_tree`` did; the dataset modules turn it into a ``PrepareResult`` with their counts."""
     created: int
     link_mode: str
     notes: List[str]
 
 
-def write_tree(plan: Plan, dst: Path, sources: Sequence[Path], link: LinkMode = 'copy') -> _Written:
+def write_tree(plan: Plan, dst: Path, sources: Sequence[Path], link: LinkMode = 'copy') -> WrittenTree:
     """Make ``dst`` hold exactly ``plan``; a no-op when it already does (a re-run over an earlier output).
 
     ``dst`` must not exist, be an empty folder, or hold exactly the plan's files; anything else is refused
@@ -95,7 +97,7 @@ def write_tree(plan: Plan, dst: Path, sources: Sequence[Path], link: LinkMode = 
                 f'one, or the output of an earlier run of the same command)')
         if any(dst.iterdir()):
             _check_existing(plan, dst, link)
-            return _Written(0, '', [])
+            return WrittenTree(0, '', [])
     _remove_stale_staging(dst)
     with _staging_folder(dst) as stage:
         linker = _Linker(link)
@@ -103,8 +105,15 @@ def write_tree(plan: Plan, dst: Path, sources: Sequence[Path], link: LinkMode = 
             linker.place(source, stage.joinpath(*rel))
         (stage / _STAGING_MARKER).unlink()
         _check_structure(plan, stage)
-        os.replace(stage, dst)  # atomic; replaces dst only if it is an empty folder
-    return _Written(linker.created, linker.used_mode, linker.notes)
+        try:
+            os.replace(stage, dst)  # atomic; replaces dst only if it is an empty folder
+        except OSError as e:
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+                raise
+            raise DatasetLayoutError(
+                f'{dst} was created or filled by something else while this run prepared it ({e.strerror}); '
+                f'nothing of this run was kept: check {dst}, or run again with another destination') from None
+    return WrittenTree(linker.created, linker.used_mode, linker.notes)
 
 
 def _expected_folders(plan: Plan) -> Dict[Tuple[str, ...], set]:
