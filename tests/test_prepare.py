@@ -3,7 +3,6 @@ well-formed and malformed. The images are a few bytes each: preparation links fi
 (Fashion-MNIST excepted, whose idx files are made here with real pixel data). """
 import gzip
 import os
-import struct
 from pathlib import Path
 
 import pytest
@@ -11,32 +10,9 @@ from timm.data import create_dataset
 
 from timm_posembed.cli import main
 from timm_posembed.data import prepare as prep
+from dataset_trees import make_imagenet, make_tiny_imagenet, tiny_wnid, write_idx_files
 
 NUM_TINY_CLASSES = prep.TINY_IMAGENET_NUM_CLASSES
-
-
-def _tiny_wnid(i: int) -> str:
-    return f'n{i:08d}'
-
-
-def make_tiny_imagenet(root: Path, train_per_class: int = 2, val_per_class: int = 1) -> Path:
-    """The tiny-imagenet-200 release layout with ``train_per_class`` / ``val_per_class`` images per class."""
-    wnids = [_tiny_wnid(i) for i in range(NUM_TINY_CLASSES)]
-    (root / 'val' / 'images').mkdir(parents=True)
-    (root / 'wnids.txt').write_text('\n'.join(wnids) + '\n')
-    annotations = []
-    for c, wnid in enumerate(wnids):
-        images = root / 'train' / wnid / 'images'
-        images.mkdir(parents=True)
-        (root / 'train' / wnid / f'{wnid}_boxes.txt').write_text('')  # present in the release, not an image
-        for i in range(train_per_class):
-            (images / f'{wnid}_{i}.JPEG').write_bytes(f'{wnid}-{i}'.encode())
-        for i in range(val_per_class):
-            name = f'val_{c * val_per_class + i}.JPEG'
-            (root / 'val' / 'images' / name).write_bytes(name.encode())
-            annotations.append(f'{name}\t{wnid}\t0\t0\t63\t63')
-    (root / 'val' / 'val_annotations.txt').write_text('\n'.join(annotations) + '\n')
-    return root
 
 
 @pytest.fixture
@@ -51,10 +27,10 @@ def test_tiny_imagenet_layout_counts_and_labels(tiny_src, tmp_path):
     assert result.num_images == {'train': 2 * NUM_TINY_CLASSES, 'val': NUM_TINY_CLASSES}
     assert result.created == 3 * NUM_TINY_CLASSES and result.link_mode == 'hardlink'
     # training images moved up out of images/, the boxes file left behind
-    assert sorted(p.name for p in (dst / 'train' / _tiny_wnid(7)).iterdir()) == [
-        f'{_tiny_wnid(7)}_0.JPEG', f'{_tiny_wnid(7)}_1.JPEG']
+    assert sorted(p.name for p in (dst / 'train' / tiny_wnid(7)).iterdir()) == [
+        f'{tiny_wnid(7)}_0.JPEG', f'{tiny_wnid(7)}_1.JPEG']
     # validation image of class 7 sorted into its class folder, by hard link (same inode as the source)
-    target = dst / 'val' / _tiny_wnid(7) / 'val_7.JPEG'
+    target = dst / 'val' / tiny_wnid(7) / 'val_7.JPEG'
     assert os.path.samefile(target, tiny_src / 'val' / 'images' / 'val_7.JPEG')
     assert any('official release has 100,000' in n for n in result.notes)
 
@@ -65,10 +41,10 @@ def test_tiny_imagenet_output_is_labelled_by_timm(tiny_src, tmp_path):
     # train.py's default --val-split 'validation' resolves to the val/ folder
     val = create_dataset('', root=str(dst), split='validation')
     classes = sorted(val.reader.class_to_idx)
-    assert classes == [_tiny_wnid(i) for i in range(NUM_TINY_CLASSES)]  # not a single 'images' class
+    assert classes == [tiny_wnid(i) for i in range(NUM_TINY_CLASSES)]  # not a single 'images' class
     names_and_labels = {Path(p).name: t for p, t in val.reader.samples}
-    assert names_and_labels['val_42.JPEG'] == val.reader.class_to_idx[_tiny_wnid(42)]
-    assert (dst / 'val' / _tiny_wnid(42) / 'val_42.JPEG').is_symlink()
+    assert names_and_labels['val_42.JPEG'] == val.reader.class_to_idx[tiny_wnid(42)]
+    assert (dst / 'val' / tiny_wnid(42) / 'val_42.JPEG').is_symlink()
 
 
 def test_tiny_imagenet_is_idempotent(tiny_src, tmp_path):
@@ -82,8 +58,8 @@ def test_tiny_imagenet_is_idempotent(tiny_src, tmp_path):
     (lambda src: (src / 'wnids.txt').unlink(), 'wnids.txt is missing'),
     (lambda src: (src / 'wnids.txt').write_text('n00000001\n'), 'lists 1 classes; Tiny-ImageNet has 200'),
     # images directly in train/<wnid>/, without the release's images/ folder
-    (lambda src: os.rename(src / 'train' / _tiny_wnid(3) / 'images', src / 'train' / _tiny_wnid(3) / 'pics'),
-     f'train/{_tiny_wnid(3)}/images is missing'),
+    (lambda src: os.rename(src / 'train' / tiny_wnid(3) / 'images', src / 'train' / tiny_wnid(3) / 'pics'),
+     f'train/{tiny_wnid(3)}/images is missing'),
     (lambda src: (src / 'val' / 'images' / 'val_extra.JPEG').write_bytes(b'x'), 'have no line in'),
     (lambda src: (src / 'val' / 'images' / 'val_5.JPEG').unlink(), 'names 1 images that are not in'),
     (lambda src: (src / 'val' / 'val_annotations.txt').write_text('val_0.JPEG\tn99999999\t0\t0\t1\t1\n'),
@@ -101,8 +77,8 @@ def test_tiny_imagenet_malformed_trees_say_what_is_wrong(tiny_src, tmp_path, bre
 
 def test_tiny_imagenet_refuses_a_destination_it_did_not_make(tiny_src, tmp_path):
     dst = tmp_path / 'out'
-    (dst / 'train' / _tiny_wnid(0)).mkdir(parents=True)
-    (dst / 'train' / _tiny_wnid(0) / 'someone_elses.JPEG').write_bytes(b'x')
+    (dst / 'train' / tiny_wnid(0)).mkdir(parents=True)
+    (dst / 'train' / tiny_wnid(0) / 'someone_elses.JPEG').write_bytes(b'x')
     with pytest.raises(prep.DatasetLayoutError, match='would not make'):
         prep.prepare_tiny_imagenet(tiny_src, dst)
 
@@ -110,7 +86,7 @@ def test_tiny_imagenet_refuses_a_destination_it_did_not_make(tiny_src, tmp_path)
 def test_cli_prepare_tiny_imagenet_and_its_error_message(tiny_src, tmp_path, capsys):
     assert main(['prepare', 'tiny-imagenet', str(tiny_src), str(tmp_path / 'out'), '--link', 'copy']) == 0
     assert '400 images in 200 classes' in capsys.readouterr().out
-    assert not os.path.samefile(tmp_path / 'out' / 'val' / _tiny_wnid(0) / 'val_0.JPEG',
+    assert not os.path.samefile(tmp_path / 'out' / 'val' / tiny_wnid(0) / 'val_0.JPEG',
                                 tiny_src / 'val' / 'images' / 'val_0.JPEG')
     assert main(['prepare', 'tiny-imagenet', str(tmp_path / 'nowhere'), str(tmp_path / 'out2')]) == 2
     err = capsys.readouterr().err
@@ -121,15 +97,6 @@ def test_imagenet100_class_list_is_shipped():
     wnids = prep.read_class_list()
     assert len(wnids) == 100 and len(set(wnids)) == 100
     assert wnids[:2] == ['n02869837', 'n01749939']  # the CMC list's own order
-
-
-def make_imagenet(root: Path, wnids, val_per_class: int = 2) -> Path:
-    for wnid in wnids:
-        for split, n in (('train', 3), ('val', val_per_class)):
-            (root / split / wnid).mkdir(parents=True)
-            for i in range(n):
-                (root / split / wnid / f'{wnid}_{i}.JPEG').write_bytes(b'x')
-    return root
 
 
 def test_imagenet100_keeps_exactly_the_listed_classes(tmp_path):
@@ -159,20 +126,11 @@ def test_imagenet100_malformed_trees(tmp_path):
         prep.prepare_imagenet100(src, tmp_path / 'out', class_list=bad_list)
 
 
-def _idx_files(root: Path, split: str, labels, size: int = 28) -> None:
-    """Write gzipped idx3/idx1 files: image k is filled with the value 10 * k (mod 256)."""
-    images_name, labels_name = prep.FASHION_MNIST_IDX_FILES[split]
-    pixels = b''.join(bytes([(10 * k) % 256]) * size * size for k in range(len(labels)))
-    root.mkdir(parents=True, exist_ok=True)
-    (root / images_name).write_bytes(gzip.compress(struct.pack('>IIII', 0x803, len(labels), size, size) + pixels))
-    (root / labels_name).write_bytes(gzip.compress(struct.pack('>II', 0x801, len(labels)) + bytes(labels)))
-
-
 @pytest.fixture
 def fmnist_src(tmp_path):
     src = tmp_path / 'fashion-mnist'
-    _idx_files(src, 'train', [k % 10 for k in range(30)])
-    _idx_files(src, 'val', [9 - k % 10 for k in range(10)])
+    write_idx_files(src, 'train', [k % 10 for k in range(30)])
+    write_idx_files(src, 'val', [9 - k % 10 for k in range(10)])
     return src
 
 

@@ -2,7 +2,6 @@
 destination, links out of the source, corrupt or wrong files, and runs that fail or are killed midway. Every case
 must leave the destination as it was and write nothing anywhere else. Trees are generated, a few bytes per image. """
 import errno
-import gzip
 import os
 import signal
 import subprocess
@@ -14,7 +13,7 @@ import pytest
 
 from timm_posembed.cli import main
 from timm_posembed.data import fashion_mnist, prepare as prep
-from test_prepare import _idx_files, _tiny_wnid, make_imagenet, make_tiny_imagenet
+from dataset_trees import make_imagenet, make_tiny_imagenet, tiny_wnid, write_idx_files
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -34,10 +33,10 @@ def test_tiny_imagenet_class_names_cannot_leave_the_destination(tiny_src, tmp_pa
     if evil.startswith('/'):
         evil = str(tmp_path / 'abs_evil')
     # class 0 renamed to a path in wnids.txt and val_annotations.txt, with a train folder where that path leads
-    wnids = (tiny_src / 'wnids.txt').read_text().replace(_tiny_wnid(0), evil)
+    wnids = (tiny_src / 'wnids.txt').read_text().replace(tiny_wnid(0), evil)
     (tiny_src / 'wnids.txt').write_text(wnids)
     annotations = tiny_src / 'val' / 'val_annotations.txt'
-    annotations.write_text(annotations.read_text().replace(f'\t{_tiny_wnid(0)}\t', f'\t{evil}\t'))
+    annotations.write_text(annotations.read_text().replace(f'\t{tiny_wnid(0)}\t', f'\t{evil}\t'))
     images = tiny_src / 'train' / evil / 'images'
     images.mkdir(parents=True, exist_ok=True)
     (images / 'x.JPEG').write_bytes(b'x')
@@ -60,7 +59,7 @@ def test_tiny_imagenet_annotation_file_names_are_plain_names(tiny_src, tmp_path)
 def test_links_out_of_the_source_are_refused_in_every_mode(tiny_src, tmp_path, link):
     secret = tmp_path / 'secret.txt'
     secret.write_bytes(b'not an image')
-    evil = tiny_src / 'train' / _tiny_wnid(4) / 'images' / 'evil.JPEG'
+    evil = tiny_src / 'train' / tiny_wnid(4) / 'images' / 'evil.JPEG'
     evil.symlink_to(secret)
     with pytest.raises(prep.DatasetLayoutError, match='outside the source folder') as e:
         prep.prepare_tiny_imagenet(tiny_src, tmp_path / 'out', link=link)
@@ -69,7 +68,7 @@ def test_links_out_of_the_source_are_refused_in_every_mode(tiny_src, tmp_path, l
 
 
 def test_a_fifo_named_like_an_image_is_an_error_not_a_missing_image(tiny_src, tmp_path):
-    fifo = tiny_src / 'train' / _tiny_wnid(4) / 'images' / 'fifo.JPEG'
+    fifo = tiny_src / 'train' / tiny_wnid(4) / 'images' / 'fifo.JPEG'
     os.mkfifo(fifo)
     with pytest.raises(prep.DatasetLayoutError, match=f'{fifo} is not a regular file'):
         prep.prepare_tiny_imagenet(tiny_src, tmp_path / 'out', link='copy')
@@ -90,7 +89,7 @@ def test_a_destination_filled_meanwhile_is_not_replaced(tiny_src, tmp_path, monk
 
 
 def test_a_link_loop_is_an_error_naming_it(tiny_src, tmp_path):
-    loop = tiny_src / 'train' / _tiny_wnid(4) / 'images' / 'loop.JPEG'
+    loop = tiny_src / 'train' / tiny_wnid(4) / 'images' / 'loop.JPEG'
     loop.symlink_to(loop.name)
     with pytest.raises(prep.DatasetLayoutError, match=f'{loop} cannot be resolved'):
         prep.prepare_tiny_imagenet(tiny_src, tmp_path / 'out')
@@ -109,11 +108,11 @@ def test_a_linked_folder_out_of_the_source_is_refused_by_name(tmp_path):
 
 def test_links_inside_the_source_are_followed(tiny_src, tmp_path):
     # a source that shares one image between two classes by a relative link stays inside itself
-    link = tiny_src / 'train' / _tiny_wnid(1) / 'images' / 'shared.JPEG'
-    link.symlink_to(Path('..', '..', _tiny_wnid(2), 'images', f'{_tiny_wnid(2)}_0.JPEG'))
+    link = tiny_src / 'train' / tiny_wnid(1) / 'images' / 'shared.JPEG'
+    link.symlink_to(Path('..', '..', tiny_wnid(2), 'images', f'{tiny_wnid(2)}_0.JPEG'))
     result = prep.prepare_tiny_imagenet(tiny_src, tmp_path / 'out')
     assert result.num_images['train'] == NUM_TRAIN + 1
-    assert (tmp_path / 'out' / 'train' / _tiny_wnid(1) / 'shared.JPEG').read_bytes() == f'{_tiny_wnid(2)}-0'.encode()
+    assert (tmp_path / 'out' / 'train' / tiny_wnid(1) / 'shared.JPEG').read_bytes() == f'{tiny_wnid(2)}-0'.encode()
 
 
 NUM_TRAIN = prep.TINY_IMAGENET_NUM_CLASSES  # one training image per class in the fixture
@@ -159,8 +158,8 @@ def test_empty_or_missing_class_list(tmp_path, content, message):
 @pytest.fixture
 def fmnist_src(tmp_path):
     src = tmp_path / 'fashion-mnist'
-    _idx_files(src, 'train', [k % 10 for k in range(20)])
-    _idx_files(src, 'val', [k % 10 for k in range(10)])
+    write_idx_files(src, 'train', [k % 10 for k in range(20)])
+    write_idx_files(src, 'val', [k % 10 for k in range(10)])
     return src
 
 
@@ -263,8 +262,8 @@ def test_stale_staging_folders_of_killed_runs_are_removed(tiny_src, tmp_path):
 def test_an_incomplete_destination_is_refused_untouched(tiny_src, tmp_path):
     dst = tmp_path / 'out'
     prep.prepare_tiny_imagenet(tiny_src, dst)
-    (dst / 'val' / _tiny_wnid(3) / 'val_3.JPEG').unlink()
+    (dst / 'val' / tiny_wnid(3) / 'val_3.JPEG').unlink()
     before = _tree(dst)
-    with pytest.raises(prep.DatasetLayoutError, match=rf'{_tiny_wnid(3)} lacks 1 of the 1 entries .* incomplete'):
+    with pytest.raises(prep.DatasetLayoutError, match=rf'{tiny_wnid(3)} lacks 1 of the 1 entries .* incomplete'):
         prep.prepare_tiny_imagenet(tiny_src, dst)
     assert _tree(dst) == before
