@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from timm_posembed.data import fashion_mnist, prepare as prep
 from dataset_trees import make_imagenet, make_tiny_imagenet, tiny_wnid, write_idx_files
 
 REPO = Path(__file__).resolve().parents[1]
+NUM_TRAIN = prep.TINY_IMAGENET_NUM_CLASSES  # one training image per class in the fixture below
 
 
 @pytest.fixture
@@ -113,9 +115,6 @@ def test_links_inside_the_source_are_followed(tiny_src, tmp_path):
     result = prep.prepare_tiny_imagenet(tiny_src, tmp_path / 'out')
     assert result.num_images['train'] == NUM_TRAIN + 1
     assert (tmp_path / 'out' / 'train' / tiny_wnid(1) / 'shared.JPEG').read_bytes() == f'{tiny_wnid(2)}-0'.encode()
-
-
-NUM_TRAIN = prep.TINY_IMAGENET_NUM_CLASSES  # one training image per class in the fixture
 
 
 def test_non_utf8_wnids_file_names_the_file(tiny_src, tmp_path):
@@ -231,12 +230,15 @@ def test_an_interrupted_run_leaves_nothing_behind(tiny_src, tmp_path, sig):
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.Popen([sys.executable, str(child), 'prepare', 'tiny-imagenet', str(tiny_src), str(dst),
                              '--link', 'hardlink'], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    watchdog = threading.Timer(120, proc.kill)  # a child that never reaches midway must not hang the suite
+    watchdog.start()
     try:
         assert proc.stdout.readline().strip() == 'midway', proc.stderr.read()
         assert _staging_leftovers(tmp_path)  # it was staging when interrupted
         proc.send_signal(sig)
         proc.wait(timeout=60)
     finally:
+        watchdog.cancel()
         proc.kill()
     assert proc.returncode != 0
     if sig == signal.SIGTERM:
