@@ -27,7 +27,6 @@ from timm.models._hub import save_config_for_hf
 from .checkpoints import (  # noqa: F401  (re-exported: publish's interface before the split)
     PublishError,
     TrainCheckpoint,
-    _few,
     checkpoint_model_kwargs,
     dataset_from_train_args,
     parse_model_kwargs,
@@ -35,7 +34,7 @@ from .checkpoints import (  # noqa: F401  (re-exported: publish's interface befo
 )
 from .label_names import resolve_label_names  # noqa: F401
 from .model_cards import hub_readme  # noqa: F401
-from .models import HF_HUB_ORG, hub_id, model_info
+from .models import HF_HUB_ORG, CheckpointMismatchError, check_checkpoint_fits, hub_id, model_info
 from .version import __version__
 
 __all__ = [
@@ -102,25 +101,20 @@ def build_checked_model(
         tag_registered: bool,
         state_dict: Mapping[str, torch.Tensor],
         model_kwargs: Mapping[str, Any],
+        source: Optional[Union[str, Path]] = None,
 ):
-    """Build ``arch.tag`` with ``model_kwargs`` and load ``state_dict`` strictly; a ``PublishError`` listing the
-    missing, unexpected and mis-shaped keys when the checkpoint is not of this architecture."""
+    """Build ``arch.tag`` with ``model_kwargs`` and load ``state_dict`` (read from ``source``) strictly; a
+    ``PublishError`` saying what the checkpoint is (``check_checkpoint_fits``) when it does not fit."""
     try:
         model = _create(arch, tag, tag_registered, model_kwargs)
     except (TypeError, ValueError, RuntimeError) as e:
         raise PublishError(f'cannot build {arch} with {dict(model_kwargs)}: {e}') from e
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in expected]
-    mis_shaped = [f'{k} {tuple(state_dict[k].shape)} vs {tuple(v.shape)}' for k, v in expected.items()
-                  if k in state_dict and state_dict[k].shape != v.shape]
-    if missing or unexpected or mis_shaped:
+    try:
+        check_checkpoint_fits(model, state_dict, str(source or 'the checkpoint'), model_name=arch)
+    except CheckpointMismatchError as e:
         raise PublishError(
-            f'the checkpoint does not match {arch} built with {dict(model_kwargs)}: '
-            f'missing keys {_few(missing)}; unexpected keys {_few(unexpected)}; '
-            f'shape mismatches (checkpoint vs model) {_few(mis_shaped)}. It was probably trained as another '
-            f'architecture or with other model arguments: pass the --model it was trained as, and '
-            f'--model-kwargs (e.g. img_size=, num_classes=) if train.py did not record them.')
+            f'{e}\nFor publish: pass the --model it was trained as, and --model-kwargs KEY=VALUE for the '
+            f'arguments train.py did not record (a .safetensors file records none).') from e
     model.load_state_dict(state_dict, strict=True)
     return model.eval()
 
@@ -197,7 +191,7 @@ def publish_checkpoint(
             raise PublishError(f'{ckpt.path} was trained as {ckpt.arch} (train.py recorded it), not {arch}; '
                                f'pass --model {trained_arch}')
     kwargs = checkpoint_model_kwargs(arch, tag, tag_registered, ckpt, model_kwargs)
-    net = build_checked_model(arch, tag, tag_registered, ckpt.state_dict, kwargs)
+    net = build_checked_model(arch, tag, tag_registered, ckpt.state_dict, kwargs, source=ckpt.path)
     log(f'{ckpt.describe()} load strictly into {arch} {kwargs}')
     names, label_source = resolve_label_names(net.num_classes, label_names, ckpt.train_args)
     readme = hub_readme(arch, tag, tag_registered, repo_id, kwargs, dataset=dataset or dataset_from_train_args(ckpt),
