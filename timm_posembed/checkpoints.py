@@ -10,14 +10,14 @@ import ast
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
 from timm.models import clean_state_dict, get_pretrained_cfg, resolve_model_input_args
 
 __all__ = [
     'PublishError', 'TrainCheckpoint', 'read_checkpoint', 'checkpoint_model_kwargs', 'parse_model_kwargs',
-    'dataset_from_train_args',
+    'dataset_from_train_args', 'nonfinite_tensors',
 ]
 
 # train.py pickles its argparse.Namespace with the weights; it only carries plain values, so it is safe to allow.
@@ -52,28 +52,57 @@ def _few(items: Sequence[Any], n: int = 10) -> str:
     return f'[{shown}{", ..." if len(items) > n else ""}] ({len(items)})'
 
 
+def _sniff_format(path: Path) -> str:
+    """'safetensors', 'torch' (a zip or legacy pickle written by torch.save), 'empty' or 'unknown' (damaged, or
+    another format: its reader by suffix says so), from the first bytes: the name's suffix is only a convention,
+    and a renamed file must be read for what it is."""
+    with open(path, 'rb') as f:
+        head = f.read(9)
+    size = path.stat().st_size
+    if not head:
+        return 'empty'
+    # safetensors: an 8-byte little-endian header length, then that many bytes of JSON starting with '{'
+    if len(head) == 9 and head[8:9] == b'{' and 8 < int.from_bytes(head[:8], 'little') + 8 <= size:
+        return 'safetensors'
+    if head.startswith(b'PK\x03\x04') or head[:1] == b'\x80':  # torch.save's zip, or a legacy pickle
+        return 'torch'
+    return 'unknown'
+
+
+def _read_safetensors(path: Path, use_ema: bool) -> 'TrainCheckpoint':
+    if use_ema:
+        raise PublishError(f'{path} is a safetensors file, which holds one set of weights; --ema applies to '
+                           f'train.py checkpoints (with state_dict_ema). Drop --ema, or pass the checkpoint.')
+    import safetensors.torch
+    from safetensors import SafetensorError
+    try:
+        state_dict = safetensors.torch.load_file(str(path), device='cpu')
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise PublishError(f'{path} is not a readable safetensors file (truncated or corrupt?): {e}. Expected the '
+                           f'model.safetensors written by safetensors.torch.save_file; re-save or re-download it.'
+                           ) from e
+    return TrainCheckpoint(_checked_tensors(state_dict, path), path, 'safetensors')
+
+
 def read_checkpoint(path: Union[str, Path], use_ema: bool = False) -> TrainCheckpoint:
     """Read a train.py checkpoint (never unpickling anything but tensors, containers and argparse.Namespace) or a
-    ``.safetensors`` file. ``use_ema`` selects ``state_dict_ema``, which must then exist."""
+    safetensors file, told apart by content, not by name. ``use_ema`` selects ``state_dict_ema``, which must
+    then exist."""
     path = Path(path)
     if not path.is_file():
         raise PublishError(f'no checkpoint file at {path}; pass a train.py checkpoint (model_best.pth.tar, '
                            f'last.pth.tar) or a .safetensors file')
-    if path.suffix == '.safetensors':
-        if use_ema:
-            raise PublishError(f'{path} is a safetensors file, which holds one set of weights; --ema applies to '
-                               f'train.py checkpoints (with state_dict_ema). Drop --ema, or pass the checkpoint.')
-        import safetensors.torch
-        from safetensors import SafetensorError
-        try:
-            state_dict = safetensors.torch.load_file(str(path), device='cpu')
-        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-            raise PublishError(f'{path} is not a readable safetensors file (truncated or corrupt?): {e}') from e
-        return TrainCheckpoint(_checked_tensors(state_dict, path), path, 'safetensors')
+    kind = _sniff_format(path)
+    if kind == 'empty':
+        raise PublishError(f'{path} is empty (0 bytes), probably an interrupted copy or save; expected a train.py '
+                           f'checkpoint (model_best.pth.tar) or a .safetensors file')
+    if kind == 'safetensors' or (kind == 'unknown' and path.suffix == '.safetensors'):
+        return _read_safetensors(path, use_ema)
 
     try:
-        with torch.serialization.safe_globals(_SAFE_CHECKPOINT_GLOBALS):
-            checkpoint = torch.load(str(path), map_location='cpu', weights_only=True)
+        # a file object, not the name: torch.load would hand a file named *.safetensors to safetensors whatever it holds
+        with torch.serialization.safe_globals(_SAFE_CHECKPOINT_GLOBALS), open(path, 'rb') as f:
+            checkpoint = torch.load(f, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as e:
         unsafe = ''
         try:
@@ -86,10 +115,14 @@ def read_checkpoint(path: Union[str, Path], use_ema: bool = False) -> TrainCheck
             f'checkpoint needs none of them. If you trust the file, re-save just its weights with '
             f'safetensors.torch.save_file and publish that.') from e
     except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise PublishError(f'{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {e}') from e
+        # torch's own text can run to a paragraph: its first sentence says what failed
+        reason = str(e).strip().splitlines()[0].split('. ')[0] if str(e).strip() else type(e).__name__
+        raise PublishError(f'{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {reason}. '
+                           f'Expected a complete train.py checkpoint; copy it again or use another epoch\'s.') from e
 
     if not isinstance(checkpoint, dict):
-        raise PublishError(f'{path} holds a {type(checkpoint).__name__}, not a checkpoint dict or a state dict')
+        raise PublishError(f'{path} holds a {type(checkpoint).__name__}, not a checkpoint: expected a train.py '
+                           f'checkpoint (a dict with state_dict) or a state dict (parameter name -> tensor)')
     train_args: Dict[str, Any] = {}
     if isinstance(checkpoint.get('args'), argparse.Namespace):
         train_args = vars(checkpoint['args'])
@@ -126,6 +159,17 @@ def _checked_tensors(state_dict: Mapping[str, Any], path: Path) -> Dict[str, tor
     if not state_dict:
         raise PublishError(f'{path}: the state dict is empty')
     return dict(state_dict)
+
+
+def nonfinite_tensors(state_dict: Mapping[str, torch.Tensor]) -> List[str]:
+    """``'name (k of n values)'`` for every tensor holding NaN or Inf (a run that diverged, or a broken save)."""
+    bad = []
+    for name, tensor in state_dict.items():
+        if tensor.is_floating_point() or tensor.is_complex():
+            count = int((~torch.isfinite(tensor)).sum())
+            if count:
+                bad.append(f'{name} ({count} of {tensor.numel()} values)')
+    return bad
 
 
 def _parse_value(text: str) -> Any:

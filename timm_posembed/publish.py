@@ -1,21 +1,25 @@
 """ Publish a trained checkpoint of one of this package's models as a Hugging Face Hub repo, the way timm's look.
 
 ``publish_checkpoint`` reads a timm ``train.py`` checkpoint or a ``.safetensors`` file (``timm_posembed.checkpoints``),
-builds the model it was trained as, checks the weights load
-strictly, and writes a folder with ``config.json`` (timm's ``save_for_hf`` format), ``model.safetensors`` and a
-``README.md`` generated from MODEL_CARDS.md (``timm_posembed.model_cards``). ``upload_hub_folder`` sends that folder with ``huggingface_hub``.
+builds the model it was trained as, checks the weights load strictly and are finite, and writes a folder with
+``config.json`` (timm's ``save_for_hf`` format), ``model.safetensors`` and a ``README.md`` generated from
+MODEL_CARDS.md (``timm_posembed.model_cards``). ``upload_hub_folder`` sends that folder with ``huggingface_hub``.
 
-Every refusal (wrong architecture, unreadable or unsafe file, existing output folder, missing card) happens before
-anything is written, and the folder is assembled in a temporary sibling and renamed into place, so a failure never
-leaves a half-written folder behind.
+Every refusal (wrong architecture, unreadable or unsafe file, non-finite weights, an output folder that exists or
+holds an input) happens before anything is written. The folder is assembled in a staging sibling and renamed into
+place; an error, Ctrl-C or SIGTERM removes the staging folder, and the next run removes any that a run killed
+outright left behind, so a failure never leaves a half-written folder.
 """
+import contextlib
 import os
 import re
 import shutil
+import signal
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import timm
 import torch
@@ -27,8 +31,10 @@ from timm.models._hub import save_config_for_hf
 from .checkpoints import (  # noqa: F401  (re-exported: publish's interface before the split)
     PublishError,
     TrainCheckpoint,
+    _few,
     checkpoint_model_kwargs,
     dataset_from_train_args,
+    nonfinite_tensors,
     parse_model_kwargs,
     read_checkpoint,
 )
@@ -140,13 +146,77 @@ def unshared_state_dict(model: torch.nn.Module) -> Dict[str, torch.Tensor]:
     return {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
 
 
-def _check_out(out: Path, overwrite: bool) -> None:
+def _contains(folder: Path, path: Path) -> bool:
+    return folder == path or folder in path.parents
+
+
+def _check_out(out: Path, overwrite: bool, inputs: Sequence[Path], suggestion: str) -> None:
+    """Refuse an ``--out`` that publish could not replace as a whole without harm: one holding an input (the
+    checkpoint, label names, cards) or the current folder, then a file, or a non-empty folder without --overwrite."""
+    real = out.resolve()
+    cwd = Path.cwd().resolve()
+    if _contains(real, cwd) or real == Path(real.anchor):
+        raise PublishError(f'--out {out} is the current folder or one above it; publish replaces its output folder '
+                           f'as a whole, so pass a new folder, e.g. --out {suggestion}')
+    held = [p for p in inputs if _contains(real, p.resolve())]
+    if held:
+        raise PublishError(f'--out {out} contains the input {held[0]}; publish never deletes or replaces its inputs. '
+                           f'Pass a folder outside it, e.g. --out {real.parent / suggestion}')
     if out.exists() and not out.is_dir():
         raise PublishError(f'--out {out} is a file; pass a folder (new, empty, or with --overwrite)')
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         present = ', '.join(sorted(p.name for p in out.iterdir())[:5])
         raise PublishError(f'--out {out} exists and is not empty ({present}); pass a new or empty folder, or '
                            f'--overwrite to replace its contents')
+
+
+def _staging_prefix(out: Path) -> str:
+    return f'.{out.name}.partial.{os.getpid()}.'
+
+
+def _remove_stale_staging(out: Path) -> List[Path]:
+    """Remove staging folders that earlier publish runs into ``out`` left behind (killed by a signal that cannot be
+    caught, or a power cut): only folders named like ours next to ``out`` whose process is gone, holding nothing
+    but files publish writes."""
+    ours = re.compile(rf'\.{re.escape(out.name)}\.partial\.(?:(\d+)\.)?[a-z0-9_]{{8}}')
+    removed = []
+    for entry in (os.scandir(out.parent) if out.parent.is_dir() else ()):
+        m = ours.fullmatch(entry.name)
+        if not m or not entry.is_dir(follow_symlinks=False) or (m.group(1) and _alive(int(m.group(1)))):
+            continue
+        with os.scandir(entry.path) as files:
+            if all(f.name in HUB_FILES and f.is_file(follow_symlinks=False) for f in files):
+                shutil.rmtree(entry.path)
+                removed.append(Path(entry.path))
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, but someone else's
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def _terminate_like_interrupt():
+    """While the folder is written, SIGTERM (what timeout, SLURM and docker stop send) unwinds like Ctrl-C, so the
+    cleanup runs instead of the process dying with a half-written staging folder."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set signal handlers; the caller's own handling applies
+        return
+
+    def _exit(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, _exit)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _move_into_place(staging: Path, out: Path) -> None:
@@ -156,10 +226,13 @@ def _move_into_place(staging: Path, out: Path) -> None:
         out.rename(backup)
         try:
             staging.rename(out)
-        except OSError:
+        except BaseException:
             backup.rename(out)  # put the old folder back rather than leave nothing
             raise
-        shutil.rmtree(backup)
+        if backup.is_symlink():
+            backup.unlink()  # --out was a link to a folder: the link is replaced, never what it pointed at
+        else:
+            shutil.rmtree(backup)
     else:
         staging.rename(out)
 
@@ -176,15 +249,23 @@ def publish_checkpoint(
         dataset: Optional[str] = None,
         model_kwargs: Optional[Mapping[str, Any]] = None,
         cards_path: Optional[Union[str, Path]] = None,
+        allow_nonfinite: bool = False,
         log: Callable[[str], None] = lambda msg: None,
 ) -> PublishResult:
     """Write the Hub folder for ``checkpoint`` trained as ``model`` into ``out`` (see the module docstring)."""
     out = Path(out)
     arch, tag, tag_registered = resolve_model_name(model, tag)
     repo_id = _check_repo_id(repo_id or default_repo_id(arch, tag))
-    _check_out(out, overwrite)
+    inputs = [Path(p) for p in (checkpoint, label_names, cards_path) if p]
+    _check_out(out, overwrite, inputs, suggestion=f'{arch}.{tag}')
 
     ckpt = read_checkpoint(checkpoint, use_ema=use_ema)
+    nonfinite = nonfinite_tensors(ckpt.state_dict)
+    if nonfinite and not allow_nonfinite:
+        raise PublishError(
+            f'{ckpt.path}: {len(nonfinite)} tensor(s) of the {ckpt.weights} weights hold NaN or Inf: '
+            f'{_few(nonfinite, 5)}. The published model would output NaN: publish the checkpoint of an epoch before '
+            f'training diverged (or --ema), or pass --allow-nonfinite if the values are intended.')
     if ckpt.arch:
         trained_arch = split_model_name_tag(ckpt.arch)[0]
         if trained_arch != arch and is_model(trained_arch):
@@ -198,7 +279,18 @@ def publish_checkpoint(
                         weights_note=ckpt.describe(), cards_path=cards_path, model=net)
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f'.{out.name}.partial.', dir=out.parent))
+    for stale in _remove_stale_staging(out):
+        log(f'removed {stale}, left by an earlier publish that was killed')
+    with _terminate_like_interrupt():
+        _write_folder(out, net, names, readme)
+    return PublishResult(
+        out=out, repo_id=repo_id, model_name=f'{arch}.{tag}', files=[out / f for f in HUB_FILES],
+        weights=ckpt.describe(), label_source=label_source, tag_registered=tag_registered,
+    )
+
+
+def _write_folder(out: Path, net: torch.nn.Module, names: Optional[List[str]], readme: str) -> None:
+    staging = Path(tempfile.mkdtemp(prefix=_staging_prefix(out), dir=out.parent))
     try:
         umask = os.umask(0)
         os.umask(umask)
@@ -216,10 +308,6 @@ def publish_checkpoint(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return PublishResult(
-        out=out, repo_id=repo_id, model_name=f'{arch}.{tag}', files=[out / f for f in HUB_FILES],
-        weights=ckpt.describe(), label_source=label_source, tag_registered=tag_registered,
-    )
 
 
 def upload_hub_folder(
