@@ -93,6 +93,22 @@ def _usage(create_name: str, stats: ModelStats) -> str:
             f'### Image Embeddings\n{embeddings}')
 
 
+def _transformers_usage(repo_id: str) -> str:
+    """The same weights through transformers' timm wrapper, which builds the model with timm from config.json."""
+    return (
+        '### With 🤗 transformers\n'
+        '```python\n'
+        'import timm_posembed  # registers the architecture with timm, which transformers\' timm wrapper calls\n'
+        'from transformers import AutoModelForImageClassification, pipeline\n'
+        '\n'
+        f"classifier = pipeline('image-classification', model='{repo_id}')\n"
+        "predictions = classifier('image.jpg')  # [{'label': ..., 'score': ...}, ...], best first\n"
+        '\n'
+        f"model = AutoModelForImageClassification.from_pretrained('{repo_id}')  # the same logits as timm's model\n"
+        '```\n'
+    )
+
+
 def render_hub_readme(card: ModelCard, facts: HubCardFacts) -> str:
     """The Hub ``README.md`` for ``facts.model_name`` from its ``card``, in timm's card format."""
     stats = facts.stats
@@ -129,6 +145,7 @@ def render_hub_readme(card: ModelCard, facts: HubCardFacts) -> str:
              f'**{card.title}**', '', card.section('Description').strip(), '',
              '## Model Details', '\n'.join(details), '',
              '## Model Usage', _usage(facts.create_name, stats).rstrip(), '',
+             _transformers_usage(facts.repo_id).rstrip(), '',
              '## Training Recipe', shift_headings(card.section('Recipe').strip(), -1), '',
              # the whole section, so its "#### Paper's numbers" / "#### Our numbers" labels stay with their numbers
              '## Results', shift_headings(card.section('Results').strip(), -1), '']

@@ -11,6 +11,7 @@ place; an error, Ctrl-C or SIGTERM removes the staging folder, and the next run 
 outright left behind, so a failure never leaves a half-written folder.
 """
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -19,12 +20,12 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import timm
 import torch
 from safetensors.torch import save_file as save_safetensors
-from timm.models import get_arch_pretrained_cfgs, get_pretrained_cfg, is_model, split_model_name_tag
+from timm.models import is_model, split_model_name_tag
 # timm's writer of a Hub config.json (what save_for_hf / push_to_hf_hub use); not re-exported by timm.models
 from timm.models._hub import save_config_for_hf
 
@@ -38,9 +39,15 @@ from .checkpoints import (  # noqa: F401  (re-exported: publish's interface befo
     parse_model_kwargs,
     read_checkpoint,
 )
-from .label_names import resolve_label_names  # noqa: F401
-from .model_cards import hub_readme  # noqa: F401
-from .models import HF_HUB_ORG, CheckpointMismatchError, check_checkpoint_fits, hub_id, model_info
+from .hub_naming import (  # noqa: F401  (re-exported: publish's interface before the split)
+    check_default_tag_fits,
+    check_repo_id,
+    default_repo_id,
+    resolve_model_name,
+)
+from .label_names import resolve_label_names
+from .model_cards import hub_readme
+from .models import CheckpointMismatchError, check_checkpoint_fits
 from .version import __version__
 
 __all__ = [
@@ -49,49 +56,6 @@ __all__ = [
 ]
 
 HUB_FILES = ('config.json', 'model.safetensors', 'README.md')
-
-
-def resolve_model_name(model: str, tag: Optional[str] = None) -> Tuple[str, str, bool]:
-    """(architecture, tag, whether the tag is registered) for ``--model NAME[.TAG] [--tag TAG]``."""
-    arch, name_tag = split_model_name_tag(model)
-    try:
-        model_info(arch)
-    except KeyError as e:
-        raise PublishError(f'--model {model}: {e.args[0]}') from e
-    if name_tag and tag and name_tag != tag:
-        raise PublishError(f'--model {model} names tag {name_tag!r} but --tag is {tag!r}; give the tag once')
-    tag = tag or name_tag
-    registered = {split_model_name_tag(n)[1] for n in get_arch_pretrained_cfgs(arch)}
-    if not tag:
-        default = get_pretrained_cfg(arch)
-        if default is None or not default.tag:
-            raise PublishError(f'{arch} has no registered pretrained tag; pass --tag TAG')
-        tag = default.tag
-    if not re.fullmatch(r'[a-z0-9_]+', tag):
-        raise PublishError(f'--tag {tag!r}: a pretrained tag is lower-case letters, digits and "_" (like in100)')
-    return arch, tag, tag in registered
-
-
-def default_repo_id(arch: str, tag: str) -> str:
-    """Our org's repo for ``arch.tag``: the registered ``hf_hub_id`` when it is under our org, else ``hub_id``.
-    (Some cfgs point at another org's repo, e.g. timm's weights a model is initialised from; we never publish there
-    by default.)"""
-    cfgs = get_arch_pretrained_cfgs(arch)
-    registered = cfgs.get(f'{arch}.{tag}')
-    if registered is not None and (registered.hf_hub_id or '').startswith(HF_HUB_ORG + '/'):
-        return registered.hf_hub_id
-    return hub_id(arch, tag)
-
-
-def _check_repo_id(repo_id: str) -> str:
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError as e:
-        raise PublishError(f'--repo-id {repo_id!r} is not a valid Hub repo id ({e}); expected ORG/NAME.TAG') from e
-    if repo_id.count('/') != 1:
-        raise PublishError(f'--repo-id {repo_id!r}: expected ORG/NAME.TAG, e.g. {hub_id("vit_tiny_cope", "tag")}')
-    return repo_id
 
 
 def _create(arch: str, tag: str, tag_registered: bool, model_kwargs: Mapping[str, Any]):
@@ -254,8 +218,9 @@ def publish_checkpoint(
 ) -> PublishResult:
     """Write the Hub folder for ``checkpoint`` trained as ``model`` into ``out`` (see the module docstring)."""
     out = Path(out)
+    tag_given = bool(tag)
     arch, tag, tag_registered = resolve_model_name(model, tag)
-    repo_id = _check_repo_id(repo_id or default_repo_id(arch, tag))
+    repo_id = check_repo_id(repo_id or default_repo_id(arch, tag))
     inputs = [Path(p) for p in (checkpoint, label_names, cards_path) if p]
     _check_out(out, overwrite, inputs, suggestion=f'{arch}.{tag}')
 
@@ -273,6 +238,8 @@ def publish_checkpoint(
                                f'pass --model {trained_arch}')
     kwargs = checkpoint_model_kwargs(arch, tag, tag_registered, ckpt, model_kwargs)
     net = build_checked_model(arch, tag, tag_registered, ckpt.state_dict, kwargs, source=ckpt.path)
+    if not (tag_given or split_model_name_tag(model)[1]):
+        check_default_tag_fits(arch, tag, net.num_classes, ckpt.path)
     log(f'{ckpt.describe()} load strictly into {arch} {kwargs}')
     names, label_source = resolve_label_names(net.num_classes, label_names, ckpt.train_args)
     readme = hub_readme(arch, tag, tag_registered, repo_id, kwargs, dataset=dataset or dataset_from_train_args(ckpt),
@@ -289,6 +256,16 @@ def publish_checkpoint(
     )
 
 
+def _write_config(net: torch.nn.Module, path: Path, model_config: Optional[Dict[str, Any]]) -> None:
+    """timm's ``config.json``, without ``num_classes`` in ``model_args``: it is stated at the root, where timm reads
+    it, and transformers' timm wrapper passes ``num_classes`` itself next to ``**model_args`` (a second copy makes
+    ``AutoModelForImageClassification.from_pretrained`` fail with "got multiple values for keyword argument")."""
+    save_config_for_hf(net, str(path), model_config=model_config)
+    config = json.loads(path.read_text(encoding='utf-8'))
+    config.get('model_args', {}).pop('num_classes', None)
+    path.write_text(json.dumps(config, indent=2) + '\n', encoding='utf-8')
+
+
 def _write_folder(out: Path, net: torch.nn.Module, names: Optional[List[str]], readme: str) -> None:
     staging = Path(tempfile.mkdtemp(prefix=_staging_prefix(out), dir=out.parent))
     try:
@@ -296,7 +273,7 @@ def _write_folder(out: Path, net: torch.nn.Module, names: Optional[List[str]], r
         os.umask(umask)
         staging.chmod(0o777 & ~umask)  # mkdtemp makes it private; the published folder should look like any other
         model_config = {'label_names': names} if names else None
-        save_config_for_hf(net, str(staging / 'config.json'), model_config=model_config)
+        _write_config(net, staging / 'config.json', model_config)
         save_safetensors(unshared_state_dict(net), str(staging / 'model.safetensors'), metadata={'format': 'pt'})
         (staging / 'README.md').write_text(readme, encoding='utf-8')
         for f in staging.iterdir():
