@@ -10,7 +10,9 @@ models for its ``forward_intermediates`` tests by the name of the module that re
     prune-contract test, are "excluded from CI" upstream; set TIMM_UPSTREAM_UNMARKED=1 to run them too).
 """
 import os
+from typing import List
 
+import timm.models._registry as timm_registry
 import timm_posembed  # noqa: F401  (registers the models before any test module is collected)
 from timm_conformance import CONFORMANCE_MODULE, our_model_names
 
@@ -42,3 +44,15 @@ def pytest_collection_modifyitems(config, items):
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+
+
+def first_registered_per_module(names: List[str]) -> List[str]:
+    """The first of ``names`` each model module registered (its smallest, by timm's convention of registering tiny
+    first): one model per family, for tests whose code path a module's models share. Test modules import it with
+    ``from conftest import first_registered_per_module``."""
+    seen, firsts = set(), []
+    for name, module in timm_registry._model_to_module.items():  # registration order
+        if name in names and module not in seen:
+            seen.add(module)
+            firsts.append(name)
+    return firsts

@@ -27,26 +27,16 @@ import pytest
 import safetensors.torch
 import timm
 import torch
-import timm.models._registry as timm_registry
 from timm.models import get_pretrained_cfg
 from timm.utils import CheckpointSaver, ModelEmaV3
 
+from conftest import first_registered_per_module
 from timm_posembed.cli import main as cli_main
 from timm_posembed.models import HF_HUB_ORG, hub_id, list_model_info
 
 MODEL_NAMES = [info.name for info in list_model_info()]
 SMALL_IMG_SIZE = 64  # fast on one core; every model here runs at it (coat_lite_clustering* do not at 32)
 RUN_SLOW = bool(os.environ.get('TIMM_POSEMBED_SLOW'))
-
-
-def first_registered_per_module(names: List[str]) -> List[str]:
-    """The first model each module registered (its smallest, by timm's convention of registering tiny first)."""
-    seen, firsts = set(), []
-    for name, module in timm_registry._model_to_module.items():  # registration order
-        if name in names and module not in seen:
-            seen.add(module)
-            firsts.append(name)
-    return firsts
 
 
 ROUND_TRIP_MODELS = MODEL_NAMES if RUN_SLOW else first_registered_per_module(MODEL_NAMES)
@@ -376,7 +366,8 @@ def test_readme_is_timm_card_format(tiny_checkpoint, tmp_path):
                     '## Limitations', '## Citation', '```bibtex'):
         assert f'\n{heading}' in readme, f'{heading!r} missing'
     snippets = readme.split('```python')[1:]
-    assert len(snippets) == 3 and all('import timm_posembed' in s.split('```')[0] for s in snippets)
+    assert len(snippets) == 4 and all('import timm_posembed' in s.split('```')[0] for s in snippets)
+    assert "pipeline('image-classification', model='timm-posembed/vit_tiny_cope.tiny_imagenet')" in snippets[3]
     # the published model was trained at 32 px, so only the hf-hub: name recreates it; the snippets must use it
     assert "timm.create_model('hf-hub:timm-posembed/vit_tiny_cope.tiny_imagenet', pretrained=True)" in readme
     assert 'Image size: 32 x 32' in readme and 'EMA weights of model_best.pth.tar' in readme

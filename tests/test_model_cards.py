@@ -2,9 +2,9 @@
 import os
 
 import pytest
-import timm.models._registry as timm_registry
 import yaml
 
+from conftest import first_registered_per_module
 from timm_posembed.cli import main as cli_main
 from timm_posembed.model_cards import (
     REQUIRED_SECTIONS,
@@ -154,15 +154,6 @@ def test_renders_timm_card_format():
     for shape in stats.feature_shapes:
         assert f'    # {shape}' in readme
     assert readme.count('```bibtex') == 2
-
-
-def first_registered_per_module(names):
-    seen, firsts = set(), []
-    for name, module in timm_registry._model_to_module.items():
-        if name in names and module not in seen:
-            seen.add(module)
-            firsts.append(name)
-    return firsts
 
 
 @pytest.mark.parametrize('arch', MODEL_NAMES)

@@ -1,270 +1,38 @@
-""" Model cards: read ``MODEL_CARDS.md`` (the single source of every model's text) and render a Hub ``README.md``.
-
-``MODEL_CARDS.md``'s header defines the format: a ``<!-- card: MODEL [MODEL ...] -->`` line, a ``## Title``, then
-``###`` subsections ``Description``, ``Papers``, ``Recipe``, ``Results`` (with ``#### Paper's numbers`` and
-``#### Our numbers``), ``Limitations``, ``Citation`` (```` ```bibtex ```` blocks), in that order; extra ``###``
-subsections may follow ``Results``. ``parse_model_cards`` checks all of that and names the card and line of any
-deviation, so a malformed card fails when it is written, not when weights are published.
-
-``render_hub_readme`` lays a card out the way timm's Hub cards look (front matter, ``# Model card for ...``,
-``## Model Details``, ``## Model Usage`` with classification / feature map / embedding snippets, ``## Citation``),
-with the card's recipe, results (paper's and ours, labelled), limitations and extra sections in between.
+""" Model cards: a model's card from ``MODEL_CARDS.md`` (see ``timm_posembed.card_format``) laid out as a Hub
+``README.md`` the way timm's Hub cards look (front matter, ``# Model card for ...``, ``## Model Details``,
+``## Model Usage`` with timm and transformers snippets, ``## Citation``), with the card's recipe, results (paper's and
+ours, labelled), limitations and extra sections in between. ``hub_readme`` gathers the facts (registry cfg, measured
+stats) and renders; ``render_hub_readme`` only lays them out.
 """
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
-from .model_stats import ModelStats
+import torch
+from timm.models import get_pretrained_cfg
+
+from .card_format import (  # noqa: F401  (re-exported: the card format is part of this module's interface)
+    OUR_NUMBERS,
+    PAPERS_NUMBERS,
+    REQUIRED_SECTIONS,
+    ModelCard,
+    ModelCardError,
+    dataset_from_tag,
+    default_cards_path,
+    find_card,
+    load_model_cards,
+    parse_model_cards,
+    shift_headings,
+)
+from .model_stats import ModelStats, measure_model
 from .version import __version__
 
 __all__ = [
     'REQUIRED_SECTIONS', 'PAPERS_NUMBERS', 'OUR_NUMBERS', 'ModelCard', 'ModelCardError', 'HubCardFacts',
     'parse_model_cards', 'load_model_cards', 'default_cards_path', 'find_card', 'dataset_from_tag',
-    'render_hub_readme',
+    'render_hub_readme', 'hub_readme',
 ]
-
-REQUIRED_SECTIONS = ('Description', 'Papers', 'Recipe', 'Results', 'Limitations', 'Citation')
-PAPERS_NUMBERS = "Paper's numbers"
-OUR_NUMBERS = 'Our numbers'
-# Extra subsections may only follow Results, so the description / papers / recipe part reads the same in every card.
-_FIRST_EXTRA_AFTER = 'Results'
-
-_CARD_RE = re.compile(r'^<!--\s*card:\s*(?P<names>.*?)\s*-->\s*$')
-_HEADING_RE = re.compile(r'^(?P<hashes>#{1,6})\s+(?P<text>.+?)\s*#*\s*$')
-_FENCE_RE = re.compile(r'^\s*(```|~~~)')
-_BIBTEX_RE = re.compile(r'^```bibtex\s*\n(?P<body>.*?)^```\s*$', re.MULTILINE | re.DOTALL)
-_MODEL_NAME_RE = re.compile(r'^[a-z0-9_]+(\.[a-z0-9_]+)?$')
-
-
-class ModelCardError(ValueError):
-    """MODEL_CARDS.md is malformed, or has no card for a model."""
-
-
-@dataclass(frozen=True)
-class ModelCard:
-    models: Tuple[str, ...]  # the names on the card line (architectures, or arch.tag for a tag-specific card)
-    title: str
-    sections: Tuple[Tuple[str, str], ...]  # (### heading, markdown body) in file order
-    source: str = 'MODEL_CARDS.md'
-    line: int = 0  # 1-based line of the card marker
-
-    def section(self, name: str) -> str:
-        for heading, body in self.sections:
-            if heading == name:
-                return body
-        raise KeyError(f'card {self.where} has no "### {name}" section')
-
-    @property
-    def where(self) -> str:
-        return f'{" ".join(self.models)} ({self.source}:{self.line})'
-
-    @property
-    def extra_sections(self) -> List[Tuple[str, str]]:
-        return [(h, b) for h, b in self.sections if h not in REQUIRED_SECTIONS]
-
-    def results_part(self, name: str) -> str:
-        """The body under ``#### name`` inside Results (``PAPERS_NUMBERS`` or ``OUR_NUMBERS``)."""
-        return _split_headings(self.section('Results'), level=4)[1][_canonical(name)]
-
-    def citations(self) -> List[str]:
-        """The bodies of the Citation section's ```` ```bibtex ```` blocks."""
-        return [m.group('body').strip() for m in _BIBTEX_RE.finditer(self.section('Citation'))]
-
-    def paper_lines(self) -> List[str]:
-        """The Papers section as one entry per list item (or per non-blank line when it is not a list)."""
-        entries: List[str] = []
-        for line in self.section('Papers').splitlines():
-            stripped = line.strip()
-            if not stripped:
-                continue
-            item = re.match(r'^[-*+]\s+|^\d+[.)]\s+', stripped)
-            if item or not entries or not line.startswith((' ', '\t')):
-                entries.append(stripped[item.end():] if item else stripped)
-            else:  # an indented continuation of the previous item
-                entries[-1] += ' ' + stripped
-        return entries
-
-
-def _canonical(heading: str) -> str:
-    # Typographic apostrophes and case differences should not make "Paper’s numbers" a different heading.
-    return heading.replace('\u2019', "'").strip().lower()
-
-
-def _split_headings(text: str, level: int) -> Tuple[str, Dict[str, str], List[Tuple[str, int]]]:
-    """Split markdown ``text`` at headings of exactly ``level`` outside code fences.
-
-    Returns (text before the first heading, {canonical heading: body}, [(heading, line offset)] in order)."""
-    lines = text.split('\n')
-    preamble: List[str] = []
-    bodies: Dict[str, List[str]] = {}
-    order: List[Tuple[str, int]] = []
-    current: Optional[List[str]] = None
-    in_fence = False
-    for i, line in enumerate(lines):
-        if _FENCE_RE.match(line):
-            in_fence = not in_fence
-        m = None if in_fence else _HEADING_RE.match(line)
-        if m and len(m.group('hashes')) == level:
-            heading = m.group('text')
-            order.append((heading, i))
-            current = bodies.setdefault(_canonical(heading), [])
-            continue
-        (preamble if current is None else current).append(line)
-    return '\n'.join(preamble), {k: '\n'.join(v).strip('\n') for k, v in bodies.items()}, order
-
-
-def parse_model_cards(text: str, source: str = 'MODEL_CARDS.md') -> Dict[str, ModelCard]:
-    """Every card in ``text`` keyed by each model name on its card line; ``ModelCardError`` on a malformed card."""
-    lines = text.split('\n')
-    starts: List[Tuple[int, List[str]]] = []
-    in_fence = False
-    for i, line in enumerate(lines):
-        if _FENCE_RE.match(line):
-            in_fence = not in_fence
-            continue
-        m = None if in_fence else _CARD_RE.match(line.strip())
-        if m:
-            names = m.group('names').split()
-            if not names:
-                raise ModelCardError(
-                    f'{source}:{i + 1}: card line names no model; write <!-- card: MODEL [MODEL ...] -->')
-            bad = [n for n in names if not _MODEL_NAME_RE.match(n)]
-            if bad:
-                raise ModelCardError(
-                    f'{source}:{i + 1}: {bad} are not model names; the card line lists registered model names '
-                    f'(like vit_tiny_cope, or vit_tiny_cope.tiny_imagenet for one tag) separated by spaces')
-            starts.append((i, names))
-
-    cards: Dict[str, ModelCard] = {}
-    for k, (start, names) in enumerate(starts):
-        end = starts[k + 1][0] if k + 1 < len(starts) else len(lines)
-        card = _parse_card(lines[start + 1:end], names, source, start + 1)
-        for name in names:
-            if name in cards:
-                raise ModelCardError(
-                    f'{source}:{start + 1}: {name} already has a card at line {cards[name].line}; '
-                    f'a model has exactly one card')
-            cards[name] = card
-    return cards
-
-
-def _parse_card(lines: List[str], names: List[str], source: str, marker_line: int) -> ModelCard:
-    where = f'{source}:{marker_line} (card {" ".join(names)})'
-    # The card runs until the next card line; a "## " heading after its title ends it too (a new top-level part).
-    title = None
-    body_lines: List[str] = []
-    in_fence = False
-    for i, line in enumerate(lines):
-        if _FENCE_RE.match(line):
-            in_fence = not in_fence
-        m = None if in_fence else _HEADING_RE.match(line)
-        if title is None:
-            if not line.strip():
-                continue
-            if not (m and len(m.group('hashes')) == 2):
-                raise ModelCardError(f'{where}: expected a "## Title" line right after the card line, found {line!r}')
-            title = m.group('text')
-            continue
-        if m and len(m.group('hashes')) <= 2:
-            break
-        body_lines.append(line)
-    if title is None:
-        raise ModelCardError(f'{where}: the card is empty; it needs a "## Title" and the subsections '
-                             f'{", ".join(REQUIRED_SECTIONS)}')
-
-    preamble, bodies, order = _split_headings('\n'.join(body_lines), level=3)
-    if preamble.strip():
-        raise ModelCardError(f'{where}: text between "## {title}" and "### Description" '
-                             f'({preamble.strip()[:60]!r}...); put it under "### Description"')
-    headings = [h for h, _ in order]
-    canon = [_canonical(h) for h in headings]
-    dupes = sorted({h for h in canon if canon.count(h) > 1})
-    if dupes:
-        raise ModelCardError(f'{where}: repeated subsections {dupes}; each "###" heading appears once')
-    missing = [s for s in REQUIRED_SECTIONS if _canonical(s) not in canon]
-    if missing:
-        raise ModelCardError(f'{where}: missing subsections {missing}; a card has '
-                             f'{", ".join("### " + s for s in REQUIRED_SECTIONS)} in this order')
-    required_order = [h for h in canon if h in {_canonical(s) for s in REQUIRED_SECTIONS}]
-    if required_order != [_canonical(s) for s in REQUIRED_SECTIONS]:
-        raise ModelCardError(f'{where}: subsections are in the order {headings}; the required ones go '
-                             f'{", ".join(REQUIRED_SECTIONS)} (extra ones after {_FIRST_EXTRA_AFTER})')
-    first_allowed = canon.index(_canonical(_FIRST_EXTRA_AFTER))
-    early_extras = [headings[i] for i, h in enumerate(canon)
-                    if h not in {_canonical(s) for s in REQUIRED_SECTIONS} and i < first_allowed]
-    if early_extras:
-        raise ModelCardError(f'{where}: extra subsections {early_extras} come before "### {_FIRST_EXTRA_AFTER}"; '
-                             f'extra subsections may only follow it')
-    empty = [s for s in REQUIRED_SECTIONS if not bodies[_canonical(s)].strip()]
-    if empty:
-        raise ModelCardError(f'{where}: subsections {empty} are empty; write what applies, or say why nothing does')
-
-    _, parts, part_order = _split_headings(bodies[_canonical('Results')], level=4)
-    for part in (PAPERS_NUMBERS, OUR_NUMBERS):
-        if _canonical(part) not in parts:
-            raise ModelCardError(
-                f'{where}: "### Results" has no "#### {part}" heading (it has {[h for h, _ in part_order]}); '
-                f'numbers from a paper go under "#### {PAPERS_NUMBERS}", numbers we measured under '
-                f'"#### {OUR_NUMBERS}" (say "none yet" there if so)')
-        if not parts[_canonical(part)].strip():
-            raise ModelCardError(f'{where}: "#### {part}" is empty; give the numbers, or say there are none and why')
-
-    sections = tuple((h, bodies[_canonical(h)]) for h in headings)
-    card = ModelCard(models=tuple(names), title=title, sections=sections, source=source, line=marker_line)
-    if not card.citations():
-        raise ModelCardError(f'{where}: "### Citation" has no ```bibtex block; give each paper\'s BibTeX entry')
-    return card
-
-
-def default_cards_path() -> Path:
-    """MODEL_CARDS.md of the source checkout this package runs from, else the copy shipped as package data."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here.parent / 'MODEL_CARDS.md', here / 'data' / 'MODEL_CARDS.md'):
-        if candidate.is_file():
-            return candidate
-    raise ModelCardError(
-        f'cannot find MODEL_CARDS.md (looked at {here.parent / "MODEL_CARDS.md"} and '
-        f'{here / "data" / "MODEL_CARDS.md"}); run from a timm_posembed source checkout or pass the file with '
-        f'--cards PATH')
-
-
-def load_model_cards(path: Optional[Union[str, Path]] = None) -> Dict[str, ModelCard]:
-    path = Path(path) if path else default_cards_path()
-    if not path.is_file():
-        raise ModelCardError(f'model cards file {path} does not exist; pass the path of MODEL_CARDS.md')
-    return parse_model_cards(path.read_text(encoding='utf-8'), source=str(path))
-
-
-def find_card(cards: Dict[str, ModelCard], model_name: str) -> ModelCard:
-    """The card for ``arch.tag`` (a tag-specific card first, then the architecture's)."""
-    arch = model_name.split('.')[0]
-    for key in (model_name, arch):
-        if key in cards:
-            return cards[key]
-    raise ModelCardError(
-        f'MODEL_CARDS.md has no card for {model_name}: add a section that starts with the line '
-        f'"<!-- card: {arch} -->" followed by "## Title" and the subsections {", ".join(REQUIRED_SECTIONS)} '
-        f'(the file\'s header describes the format). Cards exist for: {", ".join(sorted(cards)) or "no model"}.')
-
-
-# timm's tag conventions for the dataset a checkpoint was trained (last) on, and the Hub dataset names timm's cards use.
-_TAG_DATASETS = (
-    (r'tiny_?imagenet|tinyin|tin200', 'tiny-imagenet'),
-    (r'in100', 'imagenet-100'),
-    (r'in1k', 'imagenet-1k'),
-    (r'in12k', 'imagenet-12k'),
-    (r'in21k|in22k', 'imagenet-21k'),
-)
-
-
-def dataset_from_tag(tag: str) -> Optional[str]:
-    """The dataset a pretrained tag names by timm's convention (the last one for ``..._ft_in1k`` style tags)."""
-    found: List[Tuple[int, str]] = []
-    for pattern, dataset in _TAG_DATASETS:
-        for m in re.finditer(rf'(?:^|_)(?:{pattern})(?=$|_)', tag):
-            found.append((m.end(), dataset))
-    return max(found)[1] if found else None
 
 
 @dataclass(frozen=True)
@@ -279,21 +47,6 @@ class HubCardFacts:
     paper_ids: Sequence[str] = ()
     weights_note: str = ''  # where the weights come from, e.g. "EMA weights of model_best.pth.tar (epoch 299)"
     extra_details: Dict[str, str] = field(default_factory=dict)
-
-
-def _shift_headings(markdown: str, by: int) -> str:
-    """Move every heading outside code fences ``by`` levels up (``####`` -> ``###`` for ``by=-1``)."""
-    out = []
-    in_fence = False
-    for line in markdown.split('\n'):
-        if _FENCE_RE.match(line):
-            in_fence = not in_fence
-        m = None if in_fence else _HEADING_RE.match(line)
-        if m:
-            level = min(6, max(1, len(m.group('hashes')) + by))
-            line = '#' * level + ' ' + m.group('text')
-        out.append(line)
-    return '\n'.join(out)
 
 
 def _yaml_str(value: str) -> str:
@@ -340,6 +93,22 @@ def _usage(create_name: str, stats: ModelStats) -> str:
             f'### Image Embeddings\n{embeddings}')
 
 
+def _transformers_usage(repo_id: str) -> str:
+    """The same weights through transformers' timm wrapper, which builds the model with timm from config.json."""
+    return (
+        '### With 🤗 transformers\n'
+        '```python\n'
+        'import timm_posembed  # registers the architecture with timm, which transformers\' timm wrapper calls\n'
+        'from transformers import AutoModelForImageClassification, pipeline\n'
+        '\n'
+        f"classifier = pipeline('image-classification', model='{repo_id}')\n"
+        "predictions = classifier('image.jpg')  # [{'label': ..., 'score': ...}, ...], best first\n"
+        '\n'
+        f"model = AutoModelForImageClassification.from_pretrained('{repo_id}')  # the same logits as timm's model\n"
+        '```\n'
+    )
+
+
 def render_hub_readme(card: ModelCard, facts: HubCardFacts) -> str:
     """The Hub ``README.md`` for ``facts.model_name`` from its ``card``, in timm's card format."""
     stats = facts.stats
@@ -376,11 +145,73 @@ def render_hub_readme(card: ModelCard, facts: HubCardFacts) -> str:
              f'**{card.title}**', '', card.section('Description').strip(), '',
              '## Model Details', '\n'.join(details), '',
              '## Model Usage', _usage(facts.create_name, stats).rstrip(), '',
-             '## Training Recipe', _shift_headings(card.section('Recipe').strip(), -1), '',
+             _transformers_usage(facts.repo_id).rstrip(), '',
+             '## Training Recipe', shift_headings(card.section('Recipe').strip(), -1), '',
              # the whole section, so its "#### Paper's numbers" / "#### Our numbers" labels stay with their numbers
-             '## Results', _shift_headings(card.section('Results').strip(), -1), '']
+             '## Results', shift_headings(card.section('Results').strip(), -1), '']
     for heading, body in card.extra_sections:
-        parts += [f'## {heading}', _shift_headings(body.strip(), -1), '']
-    parts += ['## Limitations', _shift_headings(card.section('Limitations').strip(), -1), '', '## Citation']
+        parts += [f'## {heading}', shift_headings(body.strip(), -1), '']
+    parts += ['## Limitations', shift_headings(card.section('Limitations').strip(), -1), '', '## Citation']
     parts += [f'```bibtex\n{c}\n```' for c in card.citations()]
     return '\n'.join(parts).rstrip('\n') + '\n'
+
+
+def _registry_name_loads(arch: str, tag: str, tag_registered: bool, repo_id: str,
+                         model_kwargs: Mapping[str, Any]) -> bool:
+    """Whether ``create_model('arch.tag', pretrained=True)`` loads exactly this repo's weights into this
+    architecture: the registry points at the repo and the published arguments are the cfg's defaults."""
+    if not tag_registered:
+        return False
+    cfg = get_pretrained_cfg(f'{arch}.{tag}')
+    if cfg.hf_hub_id != repo_id:
+        return False
+    defaults = {'num_classes': cfg.num_classes, 'in_chans': cfg.input_size[0], 'img_size': tuple(cfg.input_size[1:])}
+    for key, value in model_kwargs.items():
+        if key not in defaults:
+            return False
+        value = (value, value) if key == 'img_size' and isinstance(value, int) else value
+        if (tuple(value) if isinstance(value, (list, tuple)) else value) != defaults[key]:
+            return False
+    return True
+
+
+def hub_readme(
+        arch: str,
+        tag: str,
+        tag_registered: bool,
+        repo_id: str,
+        model_kwargs: Mapping[str, Any],
+        dataset: Optional[str] = None,
+        weights_note: str = '',
+        cards_path: Optional[Union[str, Path]] = None,
+        model: Optional[torch.nn.Module] = None,
+) -> str:
+    """The README.md for ``arch.tag`` published at ``repo_id`` (a ``ModelCardError`` if MODEL_CARDS.md has no card).
+    ``model`` is the built model to measure (built from ``model_kwargs`` when not given)."""
+    card = find_card(load_model_cards(cards_path), f'{arch}.{tag}')
+    dataset = dataset or dataset_from_tag(tag)
+    if not dataset:
+        raise ModelCardError(f'cannot tell the dataset of tag {tag!r} (timm-style tags name it, like in1k or in100); '
+                           f'pass --dataset NAME (a Hub dataset id such as imagenet-1k)')
+    name = f'{arch}.{tag}' if tag_registered else arch
+    overlay = None if tag_registered else dict(tag=tag)
+    cfg = get_pretrained_cfg(name)
+    if not cfg.license:
+        raise ModelCardError(f'the pretrained cfg of {name} declares no license; add license= to its default_cfgs')
+    kwargs = dict(model_kwargs)
+    if overlay:
+        kwargs['pretrained_cfg_overlay'] = overlay
+    stats = measure_model(name, model=model, **kwargs)
+    create_name = (f'{arch}.{tag}' if _registry_name_loads(arch, tag, tag_registered, repo_id, model_kwargs)
+                   else f'hf-hub:{repo_id}')
+    facts = HubCardFacts(
+        model_name=f'{arch}.{tag}',
+        repo_id=repo_id,
+        create_name=create_name,
+        license=cfg.license,
+        datasets=[dataset],
+        stats=stats,
+        paper_ids=list(cfg.paper_ids or []),
+        weights_note=weights_note,
+    )
+    return render_hub_readme(card, facts)

@@ -21,9 +21,10 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..model_cards import ModelCardError
+    from ..model_cards import ModelCardError, hub_readme
     from ..models import list_model_info
-    from ..publish import PublishError, default_repo_id, hub_readme, resolve_model_name
+    from ..checkpoints import PublishError
+    from ..hub_naming import default_repo_id, resolve_model_name
 
     if bool(args.model) == bool(args.check):
         print('timm-posembed card: give a model name, or --check (not both)', file=sys.stderr)

@@ -31,6 +31,8 @@ def register(subparsers) -> None:
                    help='model arguments train.py did not record (e.g. img_size=64 for a .safetensors file)')
     p.add_argument('--cards', default=None, metavar='MODEL_CARDS.md',
                    help='model cards file (default: the checkout\'s)')
+    p.add_argument('--allow-nonfinite', action='store_true',
+                   help='publish weights that hold NaN or Inf (refused by default: the model would output NaN)')
     p.add_argument('--commit-message', default=None, help='Hub commit message')
     p.set_defaults(func=run)
 
@@ -43,7 +45,8 @@ def run(args) -> int:
         result = publish_checkpoint(
             args.checkpoint, args.model, args.out, tag=args.tag, repo_id=args.repo_id, use_ema=args.ema,
             overwrite=args.overwrite, label_names=args.label_names, dataset=args.dataset,
-            model_kwargs=parse_model_kwargs(args.model_kwargs), cards_path=args.cards, log=print,
+            model_kwargs=parse_model_kwargs(args.model_kwargs), cards_path=args.cards,
+            allow_nonfinite=args.allow_nonfinite, log=print,
         )
     except (PublishError, ModelCardError) as e:
         print(f'timm-posembed publish: error: {e}', file=sys.stderr)

@@ -1,14 +1,25 @@
-""" Building this package's models with a clear error when pretrained weights cannot be fetched.
+""" Building this package's models with clear errors when pretrained weights cannot be fetched or do not fit.
 
 timm reports a missing or unreachable weight source with whatever the transport raised (a 404 from the Hub, a
 ``LocalEntryNotFoundError`` when offline, a bare ``FileNotFoundError()`` for a missing local file). For this
 package's models, whose weights are only on the Hub once someone has trained and published them, that is rarely
 enough to act on; ``build_with_helpful_pretrained_errors`` re-raises such failures as one
 ``PretrainedWeightsUnavailableError`` that names the repo and tag and says how to train, load or publish the
-weights. It is a drop-in for ``timm.models.build_model_with_cfg`` and changes nothing else.
+weights. It is a drop-in for ``timm.models.build_model_with_cfg``.
+
+Weights that are found but do not fit (another family, width, depth, class count or mode) are caught before timm's
+load: each model's ``checkpoint_filter_fn`` only transforms a checkpoint (resample position tables, drop unused
+layers), then ``check_checkpoint_fits`` compares it with the model as a strict ``load_state_dict`` would and raises
+one ``CheckpointMismatchError`` that says what the checkpoint is and which arguments create the variant it was
+trained as. ``timm-posembed publish`` uses the same check. It runs before timm's load because timm loads with
+``strict=False`` whenever it drops the classifier (another ``num_classes``), which would otherwise let a trunk of
+another architecture load silently, leaving its missing layers at random init.
 """
 import importlib
-from typing import Any, Callable, Dict, Tuple, Type
+import re
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Type
+
+import torch
 
 from huggingface_hub.errors import (
     EntryNotFoundError,
@@ -16,13 +27,20 @@ from huggingface_hub.errors import (
     LocalEntryNotFoundError,
     OfflineModeIsEnabled,
 )
-from timm.models import build_model_with_cfg, resolve_pretrained_cfg
+from timm.models import build_model_with_cfg, clean_state_dict, resolve_pretrained_cfg
 
-__all__ = ['PretrainedWeightsUnavailableError', 'build_with_helpful_pretrained_errors', 'explain_unavailable_weights']
+__all__ = [
+    'PretrainedWeightsUnavailableError', 'CheckpointMismatchError', 'build_with_helpful_pretrained_errors',
+    'explain_unavailable_weights', 'unwrap_checkpoint', 'check_checkpoint_fits', 'describe_checkpoint',
+]
 
 
 class PretrainedWeightsUnavailableError(RuntimeError):
     """The pretrained weights a model's cfg points at could not be fetched or found (the cause is chained)."""
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint's weights do not fit the model they are loaded into; the message says what the checkpoint is."""
 
 
 def _unavailable_error_types() -> Tuple[Type[BaseException], ...]:
@@ -74,6 +92,161 @@ def explain_unavailable_weights(cfg: Dict[str, Any], cause: BaseException) -> st
     )
 
 
+def unwrap_checkpoint(checkpoint: Mapping[str, Any]) -> Dict[str, Any]:
+    """The state dict inside a timm ``train.py`` checkpoint (its ``state_dict``; ``model`` for other trainers), with
+    the DDP / ``torch.compile`` prefixes removed by timm's ``clean_state_dict``. A bare state dict passes through."""
+    for key in ('state_dict', 'model'):
+        inner = checkpoint.get(key)
+        if isinstance(inner, Mapping):
+            checkpoint = inner
+            break
+    return clean_state_dict(dict(checkpoint))
+
+
+def _few(items: Sequence[Any], n: int = 6) -> str:
+    shown = ', '.join(str(i) for i in items[:n])
+    return f'[{shown}{", ..." if len(items) > n else ""}] ({len(items)})'
+
+
+def _count_blocks(keys: Sequence[str], prefix: str) -> int:
+    pattern = re.compile(re.escape(prefix) + r'\.(\d+)\.')
+    return len({m.group(1) for k in keys for m in [pattern.match(k)] if m})
+
+
+def describe_checkpoint(state_dict: Mapping[str, torch.Tensor], classifier: Sequence[str] = ('head',)) -> Dict[str, Any]:
+    """What a state dict is, read from its keys and shapes alone: ``family`` (words) and the ``create_model``
+    arguments that can be read off (``num_classes``, ``embed_dim``, ``depth``, ``cope_mode``, ``embed_dims``,
+    ``serial_depths``) plus ``position_tokens`` (the length of its position table, prefix tokens included)."""
+    keys = list(state_dict)
+    facts: Dict[str, Any] = {}
+    for name in classifier:
+        weight = state_dict.get(f'{name}.weight')
+        if isinstance(weight, torch.Tensor) and weight.ndim >= 1:
+            facts['num_classes'] = int(weight.shape[0])
+            break
+    if any(k.startswith('parallel_blocks.') for k in keys):
+        facts['family'] = 'CoaT with parallel blocks (coat_tiny/mini/small), not CoaT-Lite'
+    elif 'patch_embed1.proj.weight' in state_dict:
+        facts['family'] = 'CoaT-Lite'
+        facts['embed_dims'] = [int(state_dict[f'patch_embed{i}.proj.weight'].shape[0]) for i in range(1, 5)
+                               if f'patch_embed{i}.proj.weight' in state_dict]
+        facts['serial_depths'] = [_count_blocks(keys, f'serial_blocks{i}') for i in range(1, 5)]
+    elif any(k.startswith('blocks.') for k in keys):
+        table = None
+        if 'cope.freq' in state_dict or 'cope.amplitude' in state_dict:
+            facts['cope_mode'] = 'multiplicative' if 'cope.freq' in state_dict else 'additive'
+            facts['family'] = f'COPE ViT ({facts["cope_mode"]} complex order position tables)'
+            table = state_dict.get('cope.freq', state_dict.get('cope.amplitude'))
+        else:
+            stem = 'a convolutional stem' if any(k.startswith('patch_embed.stem.') for k in keys) else 'a patch embed'
+            learned = 'a learned pos_embed' if 'pos_embed' in state_dict else 'no position table'
+            facts['family'] = f'ViT with {stem} and {learned}'
+            table = state_dict.get('pos_embed')
+        width = state_dict.get('cls_token', state_dict.get('norm.weight'))
+        if isinstance(width, torch.Tensor) and width.ndim >= 1:
+            facts['embed_dim'] = int(width.shape[-1])
+        facts['depth'] = _count_blocks(keys, 'blocks')
+        if isinstance(table, torch.Tensor) and table.ndim == 3:
+            facts['position_tokens'] = int(table.shape[1])
+    else:
+        facts['family'] = 'not a model of this package (no blocks.N / serial_blocksN layers)'
+    return facts
+
+
+def _img_size_for(model: torch.nn.Module, position_tokens: int) -> Optional[int]:
+    """The square ``img_size`` whose patch grid has ``position_tokens`` tokens (prefix tokens included), for a timm
+    ViT whose ``patch_embed`` states its image and grid size; None when it cannot be told."""
+    patch_embed = getattr(model, 'patch_embed', None)
+    img_size, grid = getattr(patch_embed, 'img_size', None), getattr(patch_embed, 'grid_size', None)
+    prefix = getattr(model, 'num_prefix_tokens', 0) if not getattr(model, 'no_embed_class', False) else 0
+    if not img_size or not grid or img_size[0] % grid[0]:
+        return None
+    side = int(round((position_tokens - prefix) ** 0.5))
+    return side * (img_size[0] // grid[0]) if side > 0 and side * side == position_tokens - prefix else None
+
+
+def check_checkpoint_fits(
+        model: torch.nn.Module,
+        state_dict: Mapping[str, torch.Tensor],
+        source: str,
+        ignore: Sequence[str] = (),
+        model_name: Optional[str] = None,
+) -> None:
+    """Raise ``CheckpointMismatchError`` unless ``state_dict`` loads strictly into ``model``: the same keys and
+    shapes (keys equal to, or under, a name in ``ignore`` are not compared, e.g. a classifier timm replaces).
+    The message names ``source`` (the file or repo), the differences, what the checkpoint is, and the
+    ``create_model`` arguments of the variant it was trained as."""
+    expected = model.state_dict()
+
+    def compared(key: str) -> bool:
+        return not any(key == name or key.startswith(name + '.') for name in ignore)
+
+    missing = [k for k in expected if k not in state_dict and compared(k)]
+    unexpected = [k for k in state_dict if k not in expected and compared(k)]
+    mis_shaped = [f'{k} {tuple(state_dict[k].shape)} vs {tuple(v.shape)}' for k, v in expected.items()
+                  if k in state_dict and compared(k) and tuple(state_dict[k].shape) != tuple(v.shape)]
+    if not (missing or unexpected or mis_shaped):
+        return
+    cfg = getattr(model, 'pretrained_cfg', None) or {}
+    classifier = cfg.get('classifier') or 'head'
+    classifier = (classifier,) if isinstance(classifier, str) else tuple(classifier)
+    name = model_name or cfg.get('architecture') or type(model).__name__
+    ours, theirs = describe_checkpoint(expected, classifier), describe_checkpoint(state_dict, classifier)
+    if ours['family'] != theirs['family']:
+        advice = (f'it cannot be loaded into {name} ({ours["family"]}); load it into the architecture it was trained '
+                  f'as')
+    else:
+        args = [f'{k}={theirs[k]!r}' for k in theirs
+                if k not in ('family', 'position_tokens') and theirs[k] != ours.get(k)
+                and not (k == 'num_classes' and any(n in ignore for n in classifier))]
+        if theirs.get('position_tokens') and theirs['position_tokens'] != ours.get('position_tokens'):
+            size = _img_size_for(model, theirs['position_tokens'])
+            args.append(f'img_size={size}' if size else f'an img_size with {theirs["position_tokens"]} position tokens')
+        advice = (f'create the variant it was trained as: timm.create_model({name!r}, {", ".join(args)})' if args else
+                  f'create the variant it was trained as (the arguments that differ cannot be read off the weights)')
+    facts = ', '.join(f'{k} {v}' for k, v in theirs.items() if k != 'family')
+    raise CheckpointMismatchError(
+        f'{source}: the checkpoint does not match {name}: missing keys {_few(missing)}; unexpected keys '
+        f'{_few(unexpected)}; shape mismatches (checkpoint vs model) {_few(mis_shaped)}.\n'
+        f'This checkpoint is a {theirs["family"]}{f" ({facts})" if facts else ""}; {advice}.')
+
+
+def _weights_source(cfg: Dict[str, Any]) -> str:
+    if cfg.get('state_dict') is not None:
+        return 'the state_dict given in pretrained_cfg'
+    if cfg.get('file') and cfg.get('source') != 'hf-hub':
+        return str(cfg['file'])
+    if cfg.get('hf_hub_id'):
+        return f'hf-hub:{cfg["hf_hub_id"]}'
+    return str(cfg.get('url') or 'the pretrained weights')
+
+
+def _fitting_filter(filter_fn: Optional[Callable[..., Any]], kwargs: Mapping[str, Any]):
+    """``filter_fn`` followed by ``check_checkpoint_fits``, ignoring what timm itself adapts after the filter: the
+    classifier when it is replaced (another ``num_classes``, or ``features_only``) and the input conv when
+    ``in_chans`` differs from the weights'."""
+
+    def filter_and_check(state_dict: Dict[str, Any], model: torch.nn.Module) -> Dict[str, Any]:
+        state_dict = unwrap_checkpoint(state_dict)
+        if filter_fn is not None:
+            state_dict = filter_fn(state_dict, model)
+        cfg = model.pretrained_cfg  # set by build_model_with_cfg before it loads the weights
+        ignore: List[str] = []
+        classifier = cfg.get('classifier')
+        classifier = [classifier] if isinstance(classifier, str) else list(classifier or ())
+        if kwargs.get('features_only') or getattr(model, 'num_classes', None) != cfg.get('num_classes'):
+            ignore += classifier
+        first_conv = cfg.get('first_conv')
+        weights_chans = (cfg.get('input_size') or (3,))[0]
+        if kwargs.get('in_chans', weights_chans) != weights_chans and first_conv:
+            ignore += [first_conv] if isinstance(first_conv, str) else list(first_conv)
+        check_checkpoint_fits(model, state_dict, _weights_source(cfg), ignore=ignore,
+                              model_name=cfg.get('architecture'))
+        return state_dict
+
+    return filter_and_check
+
+
 def build_with_helpful_pretrained_errors(
         model_cls: Callable[..., Any],
         variant: str,
@@ -81,9 +254,11 @@ def build_with_helpful_pretrained_errors(
         **kwargs: Any,
 ) -> Any:
     """``timm.models.build_model_with_cfg`` (same arguments), raising ``PretrainedWeightsUnavailableError``
-    (with the original error chained) when ``pretrained=True`` and the weights cannot be fetched or found."""
+    (with the original error chained) when ``pretrained=True`` and the weights cannot be fetched or found, and
+    ``CheckpointMismatchError`` when they are found but do not fit the model (see ``check_checkpoint_fits``)."""
     if not pretrained:
         return build_model_with_cfg(model_cls, variant, pretrained, **kwargs)
+    kwargs['pretrained_filter_fn'] = _fitting_filter(kwargs.get('pretrained_filter_fn'), kwargs)
     try:
         return build_model_with_cfg(model_cls, variant, pretrained, **kwargs)
     except _UNAVAILABLE_ERRORS as e:

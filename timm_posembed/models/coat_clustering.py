@@ -26,7 +26,7 @@ from timm.models._manipulate import checkpoint
 from timm.models.coat import CoaT, insert_cls, remove_cls
 
 from timm_posembed.layers.clustered_attention import ClusterAttnMode, ClusteredFactorAttnConvRelPosEnc
-from ._builder import build_with_helpful_pretrained_errors
+from ._builder import build_with_helpful_pretrained_errors, unwrap_checkpoint
 from ._catalog import ModelInfo, declare_models
 from ._hub import hub_id
 from ._input import check_image_input
@@ -259,31 +259,10 @@ class CoaTClustering(CoaT):
 
 
 def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: CoaTClustering) -> Dict[str, torch.Tensor]:
-    """Load timm / official CoaT-Lite checkpoints: unwrap train.py checkpoints, drop the unused norms of the
-    original release (timm's CoaT filter), and refuse other architectures with a message that says which."""
-    if 'state_dict' in state_dict:
-        state_dict = state_dict['state_dict']
-    elif 'model' in state_dict:
-        state_dict = state_dict['model']
-    state_dict = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state_dict.items()}
-    if any(k.startswith(('parallel_blocks.', 'aggregate.')) for k in state_dict):
-        raise ValueError(
-            'this is a CoaT checkpoint with parallel blocks (coat_tiny/mini/small), not CoaT-Lite; '
-            f'{type(model).__name__} loads coat_lite_* checkpoints only.')
-    state_dict = timm_coat.checkpoint_filter_fn(state_dict, model)
-
-    expected = set(model.state_dict().keys())
-    head = model.default_cfg.get('classifier', 'head') if hasattr(model, 'default_cfg') else 'head'
-    missing = sorted(k for k in expected - state_dict.keys() if not k.startswith(head + '.'))
-    unexpected = sorted(k for k in state_dict.keys() - expected if not k.startswith(head + '.'))
-    if missing or unexpected:
-        depths = [len(getattr(model, f'serial_blocks{i + 1}') or []) for i in range(NUM_STAGES)]
-        raise ValueError(
-            f'checkpoint does not match {type(model).__name__} (serial depths {depths}, embed dims '
-            f'{list(model.embed_dims)}): missing {missing[:8]}{"..." if len(missing) > 8 else ""}, '
-            f'unexpected {unexpected[:8]}{"..." if len(unexpected) > 8 else ""}. Load the coat_lite_* '
-            f'checkpoint of the same size.')
-    return state_dict
+    """Load timm / official CoaT-Lite checkpoints: unwrap train.py checkpoints and drop the unused norms of the
+    original release (timm's CoaT filter). Only transforms: whether the result fits ``model`` (a CoaT-Lite of the
+    same widths and depths) is checked by the builder (``check_checkpoint_fits``), which names what it is."""
+    return timm_coat.checkpoint_filter_fn(unwrap_checkpoint(state_dict), model)
 
 
 def _create_coat_clustering(variant: str, pretrained: bool = False, **kwargs: Any) -> CoaTClustering:

@@ -26,7 +26,7 @@ from timm.models.vision_transformer import VisionTransformer
 
 from timm_posembed.layers.conv_stem import EARLYCONV_CHANNELS, ConvStemEmbed
 from timm_posembed.layers.supertoken import SuperTokenConvEmbed
-from ._builder import build_with_helpful_pretrained_errors
+from ._builder import build_with_helpful_pretrained_errors, unwrap_checkpoint
 from ._catalog import ModelInfo, declare_models
 from ._hub import hub_id
 from ._input import check_image_input
@@ -117,38 +117,16 @@ def checkpoint_filter_fn(
         state_dict: Dict[str, torch.Tensor],
         model: _ConvEmbedVisionTransformer,
 ) -> Dict[str, torch.Tensor]:
-    """Adapt a checkpoint to ``model``: unwrap train.py checkpoints, resample a ``pos_embed`` made for another
-    grid, and refuse a checkpoint of another embedding or depth with a message that names the difference."""
-    if 'state_dict' in state_dict:
-        state_dict = state_dict['state_dict']
-    elif 'model' in state_dict:
-        state_dict = state_dict['model']
-    state_dict = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state_dict.items()}
-
+    """Adapt a checkpoint to ``model``: unwrap train.py checkpoints and resample a ``pos_embed`` made for another
+    grid. Only transforms: whether the result fits ``model`` is checked by the builder (``check_checkpoint_fits``),
+    which names what the checkpoint is when it does not."""
+    state_dict = unwrap_checkpoint(state_dict)
     pos_embed = state_dict.get('pos_embed')
     if pos_embed is not None and model.pos_embed is not None and pos_embed.shape != model.pos_embed.shape:
         num_prefix = 0 if model.no_embed_class else model.num_prefix_tokens
         state_dict['pos_embed'] = resample_abs_pos_embed(
             pos_embed, new_size=model.patch_embed.grid_size, num_prefix_tokens=num_prefix, verbose=True)
-
-    expected = model.state_dict()
-    head = model.default_cfg.get('classifier', 'head') if hasattr(model, 'default_cfg') else 'head'
-    missing = sorted(k for k in expected.keys() - state_dict.keys() if not k.startswith(head + '.'))
-    unexpected = sorted(k for k in state_dict.keys() - expected.keys() if not k.startswith(head + '.'))
-    reshaped = sorted(
-        k for k in expected.keys() & state_dict.keys()
-        if not k.startswith(head + '.') and expected[k].shape != state_dict[k].shape)
-    if missing or unexpected or reshaped:
-        raise ValueError(
-            f'checkpoint does not match {type(model).__name__} (embedding {type(model.patch_embed).__name__}, '
-            f'depth {len(model.blocks)}, width {model.embed_dim}): missing {_few(missing)}, unexpected '
-            f'{_few(unexpected)}, other shape {_few(reshaped)}. Create the model with the arguments it was trained '
-            f'with (e.g. num_conv_modules / extra_stride2_conv / stem_channels).')
     return state_dict
-
-
-def _few(keys: List[str]) -> str:
-    return f'{keys[:6]}{"..." if len(keys) > 6 else ""}'
 
 
 def _create_vision_transformer(
