@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ['ComplexOrderPosEmbed', 'sinusoid_frequencies']
+__all__ = ['ComplexOrderPosEmbed', 'resample_cope_tables', 'sinusoid_frequencies']
 
 CopeFuse = Literal['sum', 'real']
 CopeMode = Literal['multiplicative', 'additive']
@@ -27,6 +27,66 @@ def sinusoid_frequencies(dim: int, device=None, dtype=None) -> torch.Tensor:
     j = torch.arange(dim, device=device, dtype=torch.float64)
     freq = torch.pow(10000.0, -2.0 * torch.div(j, 2, rounding_mode='floor') / dim)
     return freq.to(dtype=dtype or torch.get_default_dtype())
+
+
+def resample_cope_tables(
+        table: torch.Tensor,
+        phase: torch.Tensor,
+        new_grid: Tuple[int, int],
+        old_grid: Tuple[int, int],
+        num_prefix_tokens: int = 1,
+        method: CopeResize = 'interpolate',
+        mode: CopeMode = 'multiplicative',
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """COPE tables made for ``old_grid`` patches, resampled for ``new_grid``; pure, differentiable.
+
+    ``table`` is the frequency table Ω (``mode='multiplicative'``) or the amplitude table R (``'additive'``);
+    ``table`` and ``phase`` are ``(1, num_prefix_tokens + H*W, D)`` for the old grid ``(H, W)``. Returns the
+    ``(table, phase)`` pair for the new grid, computed in the inputs' dtype (float32 at least; pass float64
+    tables for a resize that is exact on the same grid).
+
+    ``'interpolate'``: the angle field φ of the patch tokens is resampled over the 2D grid (bicubic), and the
+    frequency (or amplitude) table too; the new phase is chosen so that ``p_new·Ω_new + Θ_new`` equals the
+    resampled angle at every new position, i.e. each image location keeps (an interpolation of) its angle.
+    ``'extrapolate'``: COPE is a function of the position index, so the learnt per-dimension frequency (the
+    mean row of Ω) and phase are evaluated at the new indices, the way Wang et al. extend to longer sequences.
+    Prefix-token rows are kept as they are.
+    """
+    if method not in ('interpolate', 'extrapolate'):
+        raise ValueError(f"resample_cope_tables: method must be 'interpolate' or 'extrapolate', got {method!r}")
+    if mode not in ('multiplicative', 'additive'):
+        raise ValueError(f"resample_cope_tables: mode must be 'multiplicative' or 'additive', got {mode!r}")
+    if table.ndim != 3 or table.shape[0] != 1 or table.shape != phase.shape:
+        raise ValueError(
+            f'resample_cope_tables: table and phase must both be (1, T, D), got {tuple(table.shape)} and '
+            f'{tuple(phase.shape)}')
+    npt = num_prefix_tokens
+    old_len = npt + old_grid[0] * old_grid[1]
+    if old_len != table.shape[1]:
+        raise ValueError(
+            f'resample_cope_tables: the tables have {table.shape[1]} tokens but old_grid {tuple(old_grid)} with '
+            f'{npt} prefix token(s) gives {old_len}')
+    dim = table.shape[-1]
+    dtype = torch.promote_types(table.dtype, torch.float32)
+    table, phase = table.to(dtype), phase.to(dtype)
+    new_len = npt + new_grid[0] * new_grid[1]
+    if method == 'extrapolate':
+        new_table = table[:, npt:].mean(dim=1, keepdim=True).expand(1, new_len - npt, dim)
+        new_phase = phase[:, npt:].mean(dim=1, keepdim=True).expand(1, new_len - npt, dim)
+    else:
+        def _grid(t: torch.Tensor) -> torch.Tensor:
+            t = t.reshape(1, old_grid[0], old_grid[1], dim).permute(0, 3, 1, 2)
+            t = F.interpolate(t, size=tuple(new_grid), mode='bicubic', align_corners=False)
+            return t.permute(0, 2, 3, 1).reshape(1, -1, dim)
+
+        multiplicative = mode == 'multiplicative'
+        sinusoid = sinusoid_frequencies(dim, device=table.device, dtype=dtype).view(1, 1, -1)
+        pos_old = torch.arange(npt, old_len, device=table.device, dtype=dtype).view(1, -1, 1)
+        pos_new = torch.arange(npt, new_len, device=table.device, dtype=dtype).view(1, -1, 1)
+        new_table = _grid(table[:, npt:])
+        new_phi = _grid(pos_old * (table[:, npt:] if multiplicative else sinusoid) + phase[:, npt:])
+        new_phase = new_phi - pos_new * (new_table if multiplicative else sinusoid)
+    return torch.cat([table[:, :npt], new_table], dim=1), torch.cat([phase[:, :npt], new_phase], dim=1)
 
 
 class ComplexOrderPosEmbed(nn.Module):
@@ -126,47 +186,16 @@ class ComplexOrderPosEmbed(nn.Module):
             num_prefix_tokens: int = 1,
             method: CopeResize = 'interpolate',
     ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Tables for a new patch grid, ``(freq or amplitude, phase)``.
-
-        ``'interpolate'``: the angle field φ of the patch tokens is resampled over the 2D grid (bicubic) and
-        frequency (or amplitude) tables too; the new phase is chosen so that ``p_new·Ω_new + Θ_new`` equals the
-        resampled angle at every new position, i.e. each image location keeps (an interpolation of) its angle.
-        ``'extrapolate'``: COPE is a function of the position index, so the learnt per-dimension frequency (the
-        mean row of Ω) and phase are evaluated at the new indices, the way Wang et al. extend to longer sequences.
-        Prefix-token rows are kept as they are.
-        """
-        if method not in ('interpolate', 'extrapolate'):
-            raise ValueError(f"resize method must be 'interpolate' or 'extrapolate', got {method!r}")
-        old_len = num_prefix_tokens + old_grid[0] * old_grid[1]
-        if old_len != self.num_tokens:
+        """Tables for a new patch grid, ``(freq or amplitude, phase)``; see ``resample_cope_tables``."""
+        if old_grid[0] * old_grid[1] + num_prefix_tokens != self.num_tokens:
             raise ValueError(
-                f'ComplexOrderPosEmbed has {self.num_tokens} tokens but old grid {old_grid} with '
-                f'{num_prefix_tokens} prefix tokens gives {old_len}')
-        new_len = num_prefix_tokens + new_grid[0] * new_grid[1]
+                f'ComplexOrderPosEmbed has {self.num_tokens} tokens but old_grid {tuple(old_grid)} with '
+                f'{num_prefix_tokens} prefix tokens gives {old_grid[0] * old_grid[1] + num_prefix_tokens}')
+        table = self.freq if self.freq is not None else self.amplitude
         # float64 so that resizing to the same grid is exact and a bf16 model loses nothing more than its storage
-        table = (self.freq if self.freq is not None else self.amplitude).double()
-        phase = self.phase.double()
-        npt = num_prefix_tokens
-        pos_new = torch.arange(npt, new_len, device=phase.device, dtype=torch.float64).view(1, -1, 1)
-
-        if method == 'extrapolate':
-            new_table = table[:, npt:].mean(dim=1, keepdim=True).expand(1, new_len - npt, self.dim)
-            new_phase = phase[:, npt:].mean(dim=1, keepdim=True).expand(1, new_len - npt, self.dim)
-        else:
-            def _grid(t: torch.Tensor) -> torch.Tensor:
-                t = t.reshape(1, old_grid[0], old_grid[1], self.dim).permute(0, 3, 1, 2)
-                t = F.interpolate(t, size=new_grid, mode='bicubic', align_corners=False)
-                return t.permute(0, 2, 3, 1).reshape(1, -1, self.dim)
-
-            new_table = _grid(table[:, npt:])
-            new_phi = _grid(self.angle(dtype=torch.float64)[:, npt:])
-            if self.freq is not None:
-                new_phase = new_phi - pos_new * new_table
-            else:
-                new_phase = new_phi - pos_new * sinusoid_frequencies(
-                    self.dim, device=phase.device, dtype=torch.float64).view(1, 1, -1)
-        new_table = torch.cat([table[:, :npt], new_table], dim=1)
-        new_phase = torch.cat([phase[:, :npt], new_phase], dim=1)
+        new_table, new_phase = resample_cope_tables(
+            table.double(), self.phase.double(), new_grid, old_grid, num_prefix_tokens, method=method,
+            mode=self.mode)
         dtype = self.phase.dtype
         return new_table.to(dtype).contiguous(), new_phase.to(dtype).contiguous()
 

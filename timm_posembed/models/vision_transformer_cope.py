@@ -16,10 +16,10 @@ from typing import Any, Dict, Optional, Set, Tuple
 
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.models import generate_default_cfgs, register_model
+from timm.models import clean_state_dict, generate_default_cfgs, register_model
 from timm.models.vision_transformer import VisionTransformer
 
-from timm_posembed.layers.cope import ComplexOrderPosEmbed, CopeFuse, CopeMode, CopeResize
+from timm_posembed.layers.cope import ComplexOrderPosEmbed, CopeFuse, CopeMode, CopeResize, resample_cope_tables
 from ._builder import build_with_helpful_pretrained_errors
 from ._catalog import ModelInfo, declare_models
 from ._hub import hub_id
@@ -29,8 +29,6 @@ __all__ = ['VisionTransformerCOPE']
 
 # a leaf for plain torch.fx.symbolic_trace too (timm's tracer already knows it)
 torch.fx.wrap('check_image_input')
-
-_COPE_KEYS = ('cope.freq', 'cope.amplitude', 'cope.phase')
 
 
 class VisionTransformerCOPE(VisionTransformer):
@@ -125,53 +123,27 @@ class VisionTransformerCOPE(VisionTransformer):
 
 
 def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: VisionTransformerCOPE) -> Dict[str, torch.Tensor]:
-    """Adapt a checkpoint to ``model``: unwrap train.py checkpoints, resize COPE tables made at another grid,
-    and refuse checkpoints of another architecture with a message that says which."""
+    """Adapt a checkpoint to ``model``: unwrap train.py checkpoints and resample COPE tables made for another
+    square patch grid by ``model.cope_resize``. Only transforms: strict loading then validates the result."""
     if 'state_dict' in state_dict:
         state_dict = state_dict['state_dict']
     elif 'model' in state_dict:
         state_dict = state_dict['model']
-    state_dict = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state_dict.items()}
-    if 'pos_embed' in state_dict or not any(k in state_dict for k in _COPE_KEYS):
-        raise ValueError(
-            f'this checkpoint is not a COPE ViT: it has {"a learned pos_embed" if "pos_embed" in state_dict else "no cope.* tables"}; '
-            f'{type(model).__name__} expects cope.freq/cope.phase (multiplicative) or cope.amplitude/cope.phase '
-            f'(additive) of shape (1, {model.cope.num_tokens}, {model.embed_dim}). Load it into the architecture '
-            f'it was trained with.')
-
+    state_dict = clean_state_dict(state_dict)
     table_key = 'cope.freq' if model.cope.freq is not None else 'cope.amplitude'
-    if table_key not in state_dict:
-        raise ValueError(
-            f'COPE mode mismatch: the model ({model.cope.mode}) expects {table_key}, the checkpoint has '
-            f'{sorted(k for k in state_dict if k.startswith("cope."))}; pass cope_mode= to match the checkpoint.')
-    old_tokens = state_dict[table_key].shape[1]
-    if old_tokens != model.cope.num_tokens:
-        npt = model.num_prefix_tokens
-        old_side = math.isqrt(old_tokens - npt)
-        if old_side * old_side != old_tokens - npt:
-            raise ValueError(
-                f'cannot resize COPE tables of {old_tokens} tokens: not {npt} prefix token(s) + a square grid')
-        old = ComplexOrderPosEmbed(old_tokens, model.embed_dim, fuse=model.cope.fuse, mode=model.cope.mode)
-        old.load_state_dict({k[len('cope.'):]: state_dict[k] for k in (table_key, 'cope.phase')})
-        table, phase = old.resized_tables(
-            model.patch_embed.grid_size, (old_side, old_side), npt, method=model.cope_resize)
-        state_dict[table_key], state_dict['cope.phase'] = table, phase
-
-    expected = model.state_dict()
-    # The head may legitimately differ (timm drops it when num_classes changes); everything else must match.
-    trunk = [k for k in expected if not k.startswith('head.')]
-    missing = [k for k in trunk if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in expected and not k.startswith('head.')]
-    mismatched = [
-        f'{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}'
-        for k in trunk if k in state_dict and state_dict[k].shape != expected[k].shape]
-    if missing or unexpected or mismatched:
-        def _few(items):
-            return f'{items[:4]}{f" and {len(items) - 4} more" if len(items) > 4 else ""}'
-        raise ValueError(
-            f'checkpoint does not match {type(model).__name__} (depth {len(model.blocks)}, width '
-            f'{model.embed_dim}): missing {_few(missing)}, unexpected {_few(unexpected)}, '
-            f'shape mismatches {_few(mismatched)}. Create the model variant the checkpoint was trained as.')
+    table, phase = state_dict.get(table_key), state_dict.get('cope.phase')
+    if table is None or phase is None or table.ndim != 3 or table.shape != phase.shape:
+        return state_dict  # not COPE tables of this mode: strict loading names what is missing
+    npt = model.num_prefix_tokens
+    old_patches = table.shape[1] - npt
+    old_side = math.isqrt(max(old_patches, 0))
+    if table.shape[1] != model.cope.num_tokens and old_side > 0 and old_side * old_side == old_patches:
+        state_dict = dict(state_dict)
+        new_table, new_phase = resample_cope_tables(
+            table.double(), phase.double(), model.patch_embed.grid_size, (old_side, old_side), npt,
+            method=model.cope_resize, mode=model.cope.mode)
+        state_dict[table_key] = new_table.to(table.dtype).contiguous()
+        state_dict['cope.phase'] = new_phase.to(phase.dtype).contiguous()
     return state_dict
 
 
