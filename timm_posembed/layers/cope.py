@@ -2,7 +2,7 @@
 
 Position as a complex function of the token index, after
 `Encoding word order in complex embeddings` - https://arxiv.org/abs/1912.12333 (Wang et al., ICLR 2020),
-applied to ViT as in the seed paper (ViT-Tiny/16 on Tiny-ImageNet, `../shared/seeds/000_*`).
+applied to ViT as in the seed paper of MODEL_CARDS.md's COPE card (ViT-Tiny/16 on Tiny-ImageNet).
 
 Each token embedding ``x`` is the amplitude of ``x · exp(iφ)`` with ``φ = p·Ω + Θ`` (p = token index, cls at 0).
 The real-valued network consumes ``Re + Im = x·cos φ + x·sin φ``.
@@ -14,6 +14,7 @@ from typing import Literal, Optional, Tuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from timm.layers import register_notrace_function
 
 __all__ = ['ComplexOrderPosEmbed', 'resample_cope_tables', 'sinusoid_frequencies']
 
@@ -27,6 +28,27 @@ def sinusoid_frequencies(dim: int, device=None, dtype=None) -> torch.Tensor:
     j = torch.arange(dim, device=device, dtype=torch.float64)
     freq = torch.pow(10000.0, -2.0 * torch.div(j, 2, rounding_mode='floor') / dim)
     return freq.to(dtype=dtype or torch.get_default_dtype())
+
+
+@register_notrace_function
+@torch.jit.ignore
+def _check_cope_input(x: torch.Tensor, num_tokens: int, dim: int) -> None:
+    """Raise naming what is wrong with the tokens ``x`` and what ``ComplexOrderPosEmbed`` expects."""
+    if x.ndim != 3 or x.shape[1] != num_tokens or x.shape[2] != dim:
+        hint = ''
+        if x.ndim == 4 and x.shape[-1] == dim:
+            hint = '; a (B, H, W, D) grid must be flattened to (B, H*W, D) and prefix tokens prepended first'
+        raise ValueError(
+            f'ComplexOrderPosEmbed: expected tokens of shape (B, num_tokens={num_tokens}, dim={dim}), got '
+            f'{tuple(x.shape)}{hint}')
+    if not x.is_floating_point():
+        # an integer tensor would round the wave to {-1, 0, 1}, silently
+        raise TypeError(
+            f'ComplexOrderPosEmbed: expected floating-point tokens, got {x.dtype}; convert them with x.float()')
+
+
+# A leaf for plain torch.fx.symbolic_trace too (register_notrace_function covers timm's own fx tracers).
+torch.fx.wrap('_check_cope_input')
 
 
 def resample_cope_tables(
@@ -125,8 +147,9 @@ class ComplexOrderPosEmbed(nn.Module):
             raise ValueError(f"ComplexOrderPosEmbed: fuse must be 'sum' or 'real', got {fuse!r}")
         if mode not in ('multiplicative', 'additive'):
             raise ValueError(f"ComplexOrderPosEmbed: mode must be 'multiplicative' or 'additive', got {mode!r}")
-        if num_tokens < 1 or dim < 1:
-            raise ValueError(f'ComplexOrderPosEmbed: num_tokens and dim must be >= 1, got {num_tokens}, {dim}')
+        for name, value in (('num_tokens', num_tokens), ('dim', dim)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f'ComplexOrderPosEmbed: {name} must be a positive integer, got {value!r}')
         dd = {'device': device, 'dtype': dtype}
         self.num_tokens = num_tokens
         self.dim = dim
@@ -165,9 +188,7 @@ class ComplexOrderPosEmbed(nn.Module):
         return pos * freq + self.phase.to(device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Two asserts, not one with `and`: torch.fx cannot branch on a traced shape.
-        torch._assert(x.shape[1] == self.num_tokens, 'ComplexOrderPosEmbed: token count differs from num_tokens')
-        torch._assert(x.shape[2] == self.dim, 'ComplexOrderPosEmbed: embedding width differs from dim')
+        _check_cope_input(x, self.num_tokens, self.dim)
         # The angle needs float32 at least: in bf16 an angle of ~200 rad is off by up to a radian. The (T, D)
         # wave it gives lies in [-√2, √2] and is rounded to the activations' dtype only then, so the (B, T, D)
         # product runs at the activations' precision, as a learned position embedding's addition would.

@@ -5,7 +5,7 @@ token at position 0) is the amplitude of ``x·exp(i(p·Ω + Θ))`` and the netwo
 
 Papers:
   * `Encoding word order in complex embeddings` - https://arxiv.org/abs/1912.12333 (Wang et al., ICLR 2020)
-  * the seed paper (`../shared/seeds/000_*`): ViT-Tiny/16 with COPE on Tiny-ImageNet, 34.0 vs 32.2 top-1.
+  * the seed paper (see MODEL_CARDS.md's COPE card): ViT-Tiny/16 with COPE on Tiny-ImageNet, 34.0 vs 32.2 top-1.
   * `An Image is Worth 16x16 Words` - https://arxiv.org/abs/2010.11929
 
 Built on timm's ``VisionTransformer`` with ``pos_embed='none'``; everything else (blocks, heads, feature API)
@@ -20,15 +20,12 @@ from timm.models import clean_state_dict, generate_default_cfgs, register_model
 from timm.models.vision_transformer import VisionTransformer
 
 from timm_posembed.layers.cope import ComplexOrderPosEmbed, CopeFuse, CopeMode, CopeResize, resample_cope_tables
+from timm_posembed.layers.patch_embed import CheckedPatchEmbed
 from ._builder import build_with_helpful_pretrained_errors
 from ._catalog import ModelInfo, declare_models
 from ._hub import hub_id
-from ._input import check_image_input
 
 __all__ = ['VisionTransformerCOPE']
-
-# a leaf for plain torch.fx.symbolic_trace too (timm's tracer already knows it)
-torch.fx.wrap('check_image_input')
 
 
 class VisionTransformerCOPE(VisionTransformer):
@@ -63,6 +60,8 @@ class VisionTransformerCOPE(VisionTransformer):
         if cope_resize not in ('interpolate', 'extrapolate'):
             raise ValueError(f"cope_resize must be 'interpolate' or 'extrapolate', got {cope_resize!r}")
         dd = {'device': kwargs.get('device', None), 'dtype': kwargs.get('dtype', None)}
+        # the embedding checks the input image and says how to fix a wrong channel count or size
+        kwargs.setdefault('embed_layer', CheckedPatchEmbed)
         super().__init__(*args, pos_embed='none', **kwargs)
         self.cope_resize = cope_resize
         self.cope = ComplexOrderPosEmbed(
@@ -111,15 +110,6 @@ class VisionTransformerCOPE(VisionTransformer):
         x = torch.cat(to_cat + [x], dim=1)
         x = self.cope(x)
         return self.pos_drop(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_image_input(
-            x, self.in_chans, self.patch_embed.img_size,
-            f'the COPE tables cover a {self.patch_embed.grid_size[0]}x{self.patch_embed.grid_size[1]} patch grid',
-        )
-        x = self.forward_features(x)
-        x = self.forward_head(x)
-        return x
 
 
 def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: VisionTransformerCOPE) -> Dict[str, torch.Tensor]:
@@ -199,7 +189,7 @@ declare_models(
 
 @register_model
 def vit_tiny_cope(pretrained: bool = False, **kwargs: Any) -> VisionTransformerCOPE:
-    """ViT-Tiny/16 with COPE (seed paper 000). 5,600,840 parameters with 200 classes."""
+    """ViT-Tiny/16 with COPE (seed paper 000)."""
     model_args = dict(patch_size=16, embed_dim=192, depth=12, num_heads=3)
     return _create_vision_transformer_cope('vit_tiny_cope', pretrained=pretrained, **dict(model_args, **kwargs))
 
