@@ -19,7 +19,8 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import clean_state_dict, generate_default_cfgs, register_model
 from timm.models.vision_transformer import VisionTransformer
 
-from timm_posembed.layers.cope import ComplexOrderPosEmbed, CopeFuse, CopeMode, CopeResize, resample_cope_tables
+from timm_posembed.layers.cope import (
+    ComplexOrderPosEmbed, CopeFuse, CopeMode, CopePositions, CopeResize, resample_cope_tables)
 from timm_posembed.layers.patch_embed import CheckedPatchEmbed
 from ._builder import build_with_helpful_pretrained_errors
 from ._catalog import ModelInfo, declare_models
@@ -31,13 +32,17 @@ __all__ = ['VisionTransformerCOPE']
 class VisionTransformerCOPE(VisionTransformer):
     """ ViT with a Complex Order Position Embedding in place of the learnable ``pos_embed``.
 
-    Takes every ``VisionTransformer`` argument except ``pos_embed`` (always ``'none'``) and
-    ``dynamic_img_size`` (the COPE tables cover a fixed token count; change ``img_size`` instead), plus:
+    Takes every ``VisionTransformer`` argument except ``pos_embed`` (always ``'none'``), plus:
         cope_fuse: ``'sum'`` (Re + Im, default) or ``'real'``.
         cope_mode: ``'multiplicative'`` (default) or ``'additive'`` (ablation).
-        cope_resize: how the tables follow a new grid when ``set_input_size`` is called or a checkpoint made at
-            another size is loaded: ``'interpolate'`` (default) or ``'extrapolate'``; see
-            ``ComplexOrderPosEmbed.resized_tables`` and MODEL_CARDS.md for the measured comparison.
+        cope_positions: ``'index'`` (default, the seed's: p = token index, cls at 0) or ``'grid'`` (half of the
+            channels the patch's row, the other half its column, cls at a position of its own); same tables.
+        cope_resize: how the tables follow a new grid when ``set_input_size`` is called, a checkpoint made at
+            another size is loaded, or (``dynamic_img_size=True``) an input of another size arrives:
+            ``'interpolate'`` (default) or ``'extrapolate'``; see ``resample_cope_tables`` and MODEL_CARDS.md for
+            the measured comparison.
+    With ``dynamic_img_size=True`` the angle field for the incoming patch grid is computed on the fly from the
+    tables made for ``img_size`` (nothing is rewritten), as ``set_input_size`` to that size would make it.
     """
 
     def __init__(
@@ -45,6 +50,7 @@ class VisionTransformerCOPE(VisionTransformer):
             *args: Any,
             cope_fuse: CopeFuse = 'sum',
             cope_mode: CopeMode = 'multiplicative',
+            cope_positions: CopePositions = 'index',
             cope_resize: CopeResize = 'interpolate',
             **kwargs: Any,
     ) -> None:
@@ -53,10 +59,6 @@ class VisionTransformerCOPE(VisionTransformer):
             raise ValueError(
                 f"VisionTransformerCOPE replaces the position embedding with COPE; pos_embed must be 'none', "
                 f"got {pos_embed!r} (use timm's vit_* models for a learned position embedding)")
-        if kwargs.get('dynamic_img_size', False):
-            raise ValueError(
-                'VisionTransformerCOPE does not support dynamic_img_size: its COPE tables cover a fixed number of '
-                'tokens. Create the model with img_size=(H, W) for another input size.')
         if cope_resize not in ('interpolate', 'extrapolate'):
             raise ValueError(f"cope_resize must be 'interpolate' or 'extrapolate', got {cope_resize!r}")
         dd = {'device': kwargs.get('device', None), 'dtype': kwargs.get('dtype', None)}
@@ -69,6 +71,9 @@ class VisionTransformerCOPE(VisionTransformer):
             self.embed_dim,
             fuse=cope_fuse,
             mode=cope_mode,
+            positions=cope_positions,
+            grid_size=self.patch_embed.grid_size,
+            num_prefix_tokens=self.num_prefix_tokens,
             **dd,
         )
 
@@ -107,8 +112,13 @@ class VisionTransformerCOPE(VisionTransformer):
             to_cat.append(self.cls_token.expand(x.shape[0], -1, -1))
         if self.reg_token is not None:
             to_cat.append(self.reg_token.expand(x.shape[0], -1, -1))
-        x = torch.cat(to_cat + [x], dim=1)
-        x = self.cope(x)
+        if self.dynamic_img_size:
+            B, H, W, C = x.shape
+            x = torch.cat(to_cat + [x.view(B, -1, C)], dim=1)
+            x = self.cope(x, grid_size=(H, W), resize=self.cope_resize)
+        else:
+            x = torch.cat(to_cat + [x], dim=1)
+            x = self.cope(x)
         return self.pos_drop(x)
 
 
@@ -131,7 +141,7 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: VisionTrans
         state_dict = dict(state_dict)
         new_table, new_phase = resample_cope_tables(
             table.double(), phase.double(), model.patch_embed.grid_size, (old_side, old_side), npt,
-            method=model.cope_resize, mode=model.cope.mode)
+            method=model.cope_resize, mode=model.cope.mode, positions=model.cope.positions)
         state_dict[table_key] = new_table.to(table.dtype).contiguous()
         state_dict['cope.phase'] = new_phase.to(phase.dtype).contiguous()
     return state_dict
