@@ -186,7 +186,8 @@ def cope_angle_for_grid(
     table, phase = table.to(device=x.device, dtype=dtype), phase.to(device=x.device, dtype=dtype)
     if new_grid != tuple(old_grid):
         # the same grid keeps the learnt tables as they are: 'extrapolate' would replace them by their mean
-        table, phase = resample_cope_tables(table, phase, new_grid, old_grid, num_prefix_tokens, method, mode, positions)
+        table, phase = resample_cope_tables(
+            table, phase, new_grid, old_grid, num_prefix_tokens, method, mode, positions)
     dim = table.shape[-1]
     pos = cope_token_positions(table.shape[1], dim, positions, new_grid, num_prefix_tokens, table.device, dtype)
     freq = table if mode == 'multiplicative' else _fixed_frequencies(dim, positions, table.device, dtype)
@@ -254,7 +255,8 @@ class ComplexOrderPosEmbed(nn.Module):
         elif positions == 'grid':
             raise ValueError("ComplexOrderPosEmbed: positions='grid' needs grid_size=(H, W) of the patch grid")
         if positions == 'grid' and dim < 2:
-            raise ValueError(f"ComplexOrderPosEmbed: positions='grid' needs dim >= 2 (a row and a column half), got {dim}")
+            raise ValueError(
+                f"ComplexOrderPosEmbed: positions='grid' needs dim >= 2 (a row and a column half), got {dim}")
         dd = {'device': device, 'dtype': dtype}
         self.num_tokens = num_tokens
         self.dim = dim
