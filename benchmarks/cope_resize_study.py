@@ -13,6 +13,13 @@ Data: the Fashion-MNIST idx files (``timm-posembed prepare fashion-mnist DST`` o
 ``dataset-fashion-mnist``), read with torchvision's ``FashionMNIST`` (``--data-dir`` holds ``FashionMNIST/raw``).
 
     python benchmarks/cope_resize_study.py --data-dir DST --device cuda --epochs 10 --train-size 64 --eval-sizes 64 96 128
+
+``--dynamic`` instead compares, for each row, ``set_input_size(NEW)`` on the loaded model with the same model
+built with ``dynamic_img_size=True`` and fed NEW-px images (the tables made for the training size, resampled on
+the fly by the same rule; timm's ViT resamples its ``pos_embed`` on the fly the same way).
+
+    python benchmarks/cope_resize_study.py --data-dir DST --device cpu --dynamic --epochs 3 --limit 3000 \
+        --test-limit 1000 --depth 6 --train-size 64 --eval-sizes 64 96 128 160
 """
 import argparse
 import json
@@ -40,9 +47,9 @@ def resized(images: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(images, size=(size, size), mode='bilinear', align_corners=False)
 
 
-def train(model_name, images, labels, size, epochs, batch_size, lr, device, seed):
+def train(model_name, images, labels, size, epochs, batch_size, lr, device, seed, **model_kwargs):
     torch.manual_seed(seed)
-    model = timm.create_model(model_name, num_classes=10, in_chans=1, img_size=size).to(device)
+    model = timm.create_model(model_name, num_classes=10, in_chans=1, img_size=size, **model_kwargs).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
     steps = epochs * (len(images) // batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.1)
@@ -73,6 +80,20 @@ def accuracy(model, images, labels, size, device, batch_size=1000):
     return correct / len(images)
 
 
+def load_at(name, path, train_size, size, way, kwargs):
+    """The trained weights, for ``size``-px inputs: loaded at that size (the checkpoint filter resizes the
+    tables), ``set_input_size`` after loading at the training size, or ``dynamic_img_size=True``."""
+    common = dict(num_classes=10, in_chans=1, pretrained=True,
+                  pretrained_cfg_overlay=dict(file=str(path), num_classes=10), **kwargs)
+    if way == 'load':
+        return timm.create_model(name, img_size=size, **common)
+    if way == 'set_input_size':
+        model = timm.create_model(name, img_size=train_size, **common)
+        model.set_input_size(img_size=(size, size))
+        return model
+    return timm.create_model(name, img_size=train_size, dynamic_img_size=True, **common)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n')[1])
     p.add_argument('--data-dir', required=True)
@@ -86,9 +107,17 @@ def main():
     p.add_argument('--test-limit', type=int, default=0, help='evaluate on only this many test images (0 = all)')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--json', default=None, help='also write the results here')
+    p.add_argument('--dynamic', action='store_true',
+                   help='compare set_input_size with dynamic_img_size=True for every row')
+    p.add_argument('--depth', type=int, default=12, help='transformer blocks of both models (ViT-Tiny: 12)')
+    p.add_argument('--threads', type=int, default=0, help='torch CPU threads (0 = torch default)')
     args = p.parse_args()
 
     device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    ways = ['set_input_size', 'dynamic_img_size'] if args.dynamic else ['load']
+    model_kwargs = {} if args.depth == 12 else {'depth': args.depth}
     train_x, train_y = load_split(args.data_dir, True, device)
     if args.limit:
         train_x, train_y = train_x[:args.limit], train_y[:args.limit]
@@ -105,22 +134,23 @@ def main():
         for name in dict.fromkeys(v[0] for v in variants):
             start = time.perf_counter()
             model = train(name, train_x, train_y, args.train_size, args.epochs, args.batch_size, args.lr, device,
-                          args.seed)
+                          args.seed, **model_kwargs)
             path = Path(tmp) / f'{name}.safetensors'
             save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
             trained[name] = path
             print(f'trained {name} in {time.perf_counter() - start:.0f}s', flush=True)
         for name, kwargs, label in variants:
-            row = {'variant': label}
-            for size in args.eval_sizes:
-                model = timm.create_model(
-                    name, num_classes=10, in_chans=1, img_size=size, pretrained=True,
-                    pretrained_cfg_overlay=dict(file=str(trained[name]), num_classes=10), **kwargs).to(device)
-                row[size] = accuracy(model, test_x, test_y, size, device)
-            results.append(row)
+            for way in ways:
+                row = {'variant': label if way == 'load' else f'{label}, {way}'}
+                for size in args.eval_sizes:
+                    model = load_at(name, trained[name], args.train_size, size, way, dict(kwargs, **model_kwargs))
+                    row[size] = accuracy(model.to(device), test_x, test_y, size, device)
+                results.append(row)
+                print(row, flush=True)
 
-    print(f'\nFashion-MNIST test top-1, trained at {args.train_size}px for {args.epochs} epochs '
-          f'({len(train_x)} images, seed {args.seed}), evaluated at other sizes without fine-tuning:\n')
+    print(f'\nFashion-MNIST test top-1 ({len(test_x)} test images), trained at {args.train_size}px for {args.epochs} '
+          f'epochs ({len(train_x)} images, depth {args.depth}, seed {args.seed}), evaluated at other sizes '
+          f'without fine-tuning:\n')
     print('| resize | ' + ' | '.join(f'{s}px' for s in args.eval_sizes) + ' |')
     print('|---|' + '---|' * len(args.eval_sizes))
     for row in results:

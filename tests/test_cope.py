@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from timm.optim import param_groups_weight_decay
 
-from timm_posembed.layers import ComplexOrderPosEmbed, sinusoid_frequencies
+from timm_posembed.layers import ComplexOrderPosEmbed, resample_cope_tables, sinusoid_frequencies
 
 
 def _randomised(layer: ComplexOrderPosEmbed, seed: int = 0) -> ComplexOrderPosEmbed:
@@ -172,18 +172,40 @@ def test_learned_pos_embed_is_rejected():
         timm.create_model('vit_tiny_cope', pos_embed='learn')
 
 
+def _strict_load_failure(excinfo) -> str:
+    """The whole message of a strict-load failure, the causes' included (a wrapper may explain it)."""
+    parts, e = [], excinfo.value
+    while e is not None:
+        parts.append(str(e))
+        e = e.__cause__ or e.__context__
+    return '\n'.join(parts)
+
+
 def test_checkpoint_of_another_architecture_is_refused(tmp_path):
     path = tmp_path / 'vit_tiny_patch16_224.safetensors'
     save_file(timm.create_model('vit_tiny_patch16_224', num_classes=200).state_dict(), str(path))
-    with pytest.raises(ValueError, match='not a COPE ViT: it has a learned pos_embed.*expects cope.freq'):
+    with pytest.raises((RuntimeError, ValueError)) as excinfo:
         timm.create_model('vit_tiny_cope', pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
+    message = _strict_load_failure(excinfo)
+    assert 'pos_embed' in message and 'cope.freq' in message
 
 
 def test_checkpoint_of_another_width_is_refused(tmp_path):
     path = tmp_path / 'vit_small_cope.safetensors'
     save_file(timm.create_model('vit_small_cope', num_classes=200, img_size=32).state_dict(), str(path))
-    with pytest.raises(ValueError, match=r'does not match VisionTransformerCOPE \(depth 12, width 192\).*blocks.0.norm1.weight: checkpoint \(384,\) vs model \(192,\)'):
+    with pytest.raises((RuntimeError, ValueError)) as excinfo:
         timm.create_model('vit_tiny_cope', pretrained=True, img_size=32, pretrained_cfg_overlay=dict(file=str(path)))
+    message = _strict_load_failure(excinfo)
+    assert 'blocks.0.norm1.weight' in message and '384' in message and '192' in message
+
+
+def test_checkpoint_filter_only_transforms():
+    from timm_posembed.models.vision_transformer_cope import checkpoint_filter_fn
+    model = timm.create_model('vit_tiny_cope', num_classes=10, img_size=32)
+    learned = timm.create_model('vit_tiny_patch16_224', num_classes=10, img_size=32).state_dict()
+    out = checkpoint_filter_fn({'state_dict': {'module.' + k: v for k, v in learned.items()}}, model)
+    assert out.keys() == learned.keys()  # unwrapped and cleaned, nothing refused: strict loading validates
+    assert all(out[k] is learned[k] for k in learned)
 
 
 @pytest.mark.parametrize('method', ['interpolate', 'extrapolate'])
@@ -227,3 +249,36 @@ def test_set_input_size_resizes_tables():
     model.set_input_size(img_size=(96, 96))
     assert model.cope.num_tokens == 37 and model.cope.freq.shape == (1, 37, 192)
     assert model(torch.randn(1, 3, 96, 96)).shape == (1, 10)
+
+
+@pytest.mark.parametrize('mode', ['multiplicative', 'additive'])
+@pytest.mark.parametrize('method', ['interpolate', 'extrapolate'])
+def test_resample_cope_tables_is_pure_and_matches_the_layer(mode, method):
+    layer = _randomised(ComplexOrderPosEmbed(1 + 4 * 4, 8, mode=mode, dtype=torch.float64))
+    table = (layer.freq if mode == 'multiplicative' else layer.amplitude).detach().clone().requires_grad_()
+    phase = layer.phase.detach().clone().requires_grad_()
+    before = table.detach().clone(), phase.detach().clone()
+    new_table, new_phase = resample_cope_tables(table, phase, (6, 5), (4, 4), 1, method=method, mode=mode)
+    assert new_table.shape == new_phase.shape == (1, 1 + 6 * 5, 8)
+    torch.testing.assert_close((table.detach(), phase.detach()), before)  # inputs untouched
+    (new_table.sum() + new_phase.square().sum()).backward()
+    assert torch.count_nonzero(table.grad) > 0 and torch.count_nonzero(phase.grad) > 0
+    torch.testing.assert_close(layer.resized_tables((6, 5), (4, 4), 1, method=method), (new_table, new_phase))
+    with torch.no_grad():
+        layer.resize((6, 5), (4, 4), 1, method=method)
+    assert layer.num_tokens == 31
+    if method == 'interpolate':  # the resampled angle field is the bicubic image of the old one
+        old_phi = ComplexOrderPosEmbed(17, 8, mode=mode, dtype=torch.float64)
+        old_phi.load_state_dict({'freq' if mode == 'multiplicative' else 'amplitude': before[0], 'phase': before[1]})
+        field = old_phi.angle(dtype=torch.float64)[:, 1:].reshape(1, 4, 4, 8).permute(0, 3, 1, 2)
+        expected = F.interpolate(field, size=(6, 5), mode='bicubic', align_corners=False)
+        expected = expected.permute(0, 2, 3, 1).reshape(1, 30, 8)
+        torch.testing.assert_close(layer.angle(dtype=torch.float64)[:, 1:], expected)
+
+
+def test_resample_cope_tables_names_bad_arguments():
+    t = torch.zeros(1, 17, 8)
+    with pytest.raises(ValueError, match="method must be 'interpolate' or 'extrapolate'"):
+        resample_cope_tables(t, t, (2, 2), (4, 4), method='nearest')
+    with pytest.raises(ValueError, match=r'17 tokens but old_grid \(3, 3\) with 1 prefix token\(s\) gives 10'):
+        resample_cope_tables(t, t, (2, 2), (3, 3))

@@ -6,7 +6,7 @@ keyword arguments and exposes ``img_size``, ``patch_size``, ``grid_size``, ``num
 ``dynamic_feat_size()`` and ``set_input_size()`` with the same meaning.
 """
 import math
-from typing import Callable, Optional, Tuple, Union
+from typing import Any, Callable, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -24,7 +24,7 @@ def _check_embed_input(
         x: torch.Tensor,
         in_chans: int,
         img_size: Optional[Tuple[int, int]],
-        reduction: int,
+        reduction: Tuple[int, int],
         pad: bool,
         what: str,
 ) -> None:
@@ -33,19 +33,36 @@ def _check_embed_input(
         raise ValueError(f'{what}: expected an image batch (B, {in_chans}, H, W), got shape {tuple(x.shape)}')
     if x.shape[1] != in_chans:
         raise ValueError(
-            f'{what}: expected {in_chans} input channels, got {x.shape[1]} (input shape {tuple(x.shape)})')
+            f'{what}: expected {in_chans} input channels, got {x.shape[1]} (input shape {tuple(x.shape)}); '
+            f'convert the images or create the model with in_chans={x.shape[1]}')
     size = (int(x.shape[-2]), int(x.shape[-1]))
     if img_size is not None:
         if size != tuple(img_size):
             raise ValueError(
                 f'{what}: expected images of size {tuple(img_size)}, got {size}; resize the images, create the '
                 f'model with img_size={size}, or with dynamic_img_size=True for varying sizes')
-    elif not pad and (size[0] % reduction or size[1] % reduction or min(size) == 0):
-        fit = tuple(max(1, s // reduction) * reduction for s in size)
-        problem = 'is too small for' if min(size) < reduction else 'is not a multiple of'
+    elif not pad and (size[0] % reduction[0] or size[1] % reduction[1] or min(size) == 0):
+        fit = tuple(max(1, s // r) * r for s, r in zip(size, reduction))
+        small = size[0] < reduction[0] or size[1] < reduction[1]
+        problem = 'is too small for' if small else 'is not a multiple of'
+        red = reduction[0] if reduction[0] == reduction[1] else tuple(reduction)
         raise ValueError(
-            f'{what}: image size {size} {problem} the reduction {reduction}; crop or resize to e.g. {fit}, '
+            f'{what}: image size {size} {problem} the reduction {red}; crop or resize to e.g. {fit}, '
             f'or create the model with dynamic_img_pad=True to pad')
+
+
+def _check_positive_int(owner: str, name: str, value: Any) -> None:
+    # bool is an int subclass, and True as a channel count is a mistake, not a 1
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f'{owner}: {name} must be a positive integer, got {value!r}')
+
+
+def _check_size(owner: str, name: str, value: Any) -> Tuple[int, int]:
+    """``value`` (an int or a pair of ints) as a pair of positive ints, or a ``ValueError`` naming ``name``."""
+    pair = to_2tuple(value)
+    if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in pair):
+        raise ValueError(f'{owner}: {name} must be a positive integer or a pair (H, W) of them, got {value!r}')
+    return int(pair[0]), int(pair[1])
 
 
 # A leaf for plain torch.fx.symbolic_trace too (register_notrace_function covers timm's own fx tracers).
@@ -59,6 +76,9 @@ class TokenEmbedBase(nn.Module):
     (channels last). ``forward`` checks the input, pads it when ``dynamic_img_pad``, and returns tokens in the
     requested format: ``(B, L, D)`` (``flatten=True``, default), ``NHWC`` or ``NCHW``.
     """
+
+    # The convolutional stems reduce both sides alike; a subclass that can patchify H and W differently says so.
+    square_patches: bool = True
 
     def __init__(
             self,
@@ -75,11 +95,13 @@ class TokenEmbedBase(nn.Module):
             dtype=None,
     ) -> None:
         super().__init__()
-        patch_size = to_2tuple(patch_size)
-        if patch_size[0] != patch_size[1] or patch_size[0] < 1:
+        name = type(self).__name__
+        patch_size = _check_size(name, 'patch_size', patch_size)
+        if self.square_patches and patch_size[0] != patch_size[1]:
             raise ValueError(
-                f'{type(self).__name__}: patch_size must be square (the stem reduces both sides alike), '
-                f'got {patch_size}')
+                f'{name}: patch_size must be square (the stem reduces both sides alike), got {patch_size}')
+        _check_positive_int(name, 'in_chans', in_chans)
+        _check_positive_int(name, 'embed_dim', embed_dim)
         if output_fmt is not None and output_fmt not in _OUTPUT_FORMATS:
             raise ValueError(f'{type(self).__name__}: output_fmt must be one of {_OUTPUT_FORMATS}, got {output_fmt!r}')
         if output_fmt is None:
@@ -99,15 +121,19 @@ class TokenEmbedBase(nn.Module):
     def _init_img_size(self, img_size: Optional[Union[int, Tuple[int, int]]]):
         if img_size is None:
             return None, None, None
-        img_size = to_2tuple(img_size)
-        p = self.patch_size[0]
-        if not self.dynamic_img_pad and (img_size[0] % p or img_size[1] % p or min(img_size) < p):
+        name = type(self).__name__
+        img_size = _check_size(name, 'img_size', img_size)
+        p = self.patch_size
+        if not self.dynamic_img_pad and (img_size[0] % p[0] or img_size[1] % p[1]):
+            fit = tuple(max(1, s // r) * r for s, r in zip(img_size, p))
+            too_small = img_size[0] < p[0] or img_size[1] < p[1]
             raise ValueError(
-                f'{type(self).__name__}: img_size {tuple(img_size)} must be a positive multiple of the patch size '
-                f'{p} (the total reduction of the stem); use e.g. '
-                f'img_size={tuple(max(1, s // p) * p for s in img_size)} or dynamic_img_pad=True')
+                f'{name}: img_size {img_size} must be a positive multiple of the patch size '
+                f'{p[0] if p[0] == p[1] else p} (the total reduction of the stem)'
+                + (f'; it is too small: the minimum is {p[0] if p[0] == p[1] else p}' if too_small else '')
+                + f'; use e.g. img_size={fit} or dynamic_img_pad=True')
         grid_size = self.dynamic_feat_size(img_size)
-        return tuple(img_size), grid_size, grid_size[0] * grid_size[1]
+        return img_size, grid_size, grid_size[0] * grid_size[1]
 
     def set_input_size(
             self,
@@ -115,8 +141,10 @@ class TokenEmbedBase(nn.Module):
             patch_size: Optional[Union[int, Tuple[int, int]]] = None,
     ) -> None:
         """Change the image size (and, where the subclass allows it, the patch size = total reduction)."""
-        if patch_size is not None and to_2tuple(patch_size) != self.patch_size:
-            self._set_patch_size(to_2tuple(patch_size))
+        if patch_size is not None:
+            patch_size = _check_size(type(self).__name__, 'patch_size', patch_size)
+            if patch_size != self.patch_size:
+                self._set_patch_size(patch_size)
         img_size = img_size if img_size is not None else self.img_size
         self.img_size, self.grid_size, self.num_patches = self._init_img_size(img_size)
 
@@ -139,13 +167,12 @@ class TokenEmbedBase(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_embed_input(
-            x, self.in_chans, self.img_size if self.strict_img_size else None, self.patch_size[0],
+            x, self.in_chans, self.img_size if self.strict_img_size else None, self.patch_size,
             self.dynamic_img_pad, self.embed_name,
         )
         if self.dynamic_img_pad:
-            p = self.patch_size[0]
-            pad_h = (p - x.shape[-2] % p) % p
-            pad_w = (p - x.shape[-1] % p) % p
+            pad_h = (self.patch_size[0] - x.shape[-2] % self.patch_size[0]) % self.patch_size[0]
+            pad_w = (self.patch_size[1] - x.shape[-1] % self.patch_size[1]) % self.patch_size[1]
             x = F.pad(x, (0, pad_w, 0, pad_h))
         x = self.forward_grid(x)  # (B, h, w, D)
         if self.flatten:

@@ -2,37 +2,205 @@
 
 Position as a complex function of the token index, after
 `Encoding word order in complex embeddings` - https://arxiv.org/abs/1912.12333 (Wang et al., ICLR 2020),
-applied to ViT as in the seed paper (ViT-Tiny/16 on Tiny-ImageNet, `../shared/seeds/000_*`).
+applied to ViT as in the seed paper of MODEL_CARDS.md's COPE card (ViT-Tiny/16 on Tiny-ImageNet).
 
-Each token embedding ``x`` is the amplitude of ``x · exp(iφ)`` with ``φ = p·Ω + Θ`` (p = token index, cls at 0).
-The real-valued network consumes ``Re + Im = x·cos φ + x·sin φ``.
+Each token embedding ``x`` is the amplitude of ``x · exp(iφ)`` with ``φ = p·Ω + Θ``. The real-valued network
+consumes ``Re + Im = x·cos φ + x·sin φ``. The position ``p`` is the token index (``positions='index'``, cls at 0,
+the patches in row-major order after the prefix tokens) or, for a patch grid (``positions='grid'``), the patch's
+row in the first half of the channels and its column in the other half (prefix token ``i`` at ``i`` on both axes,
+patch ``(r, c)`` at ``(P + r, P + c)`` after ``P`` prefix tokens), with the same two tables.
 
 Usable on its own with any token sequence of fixed length, e.g. in place of a timm ViT's ``pos_embed``.
 """
-from typing import Literal, Optional, Tuple
+from typing import List, Literal, Optional, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from timm.layers import register_notrace_function
 
-__all__ = ['ComplexOrderPosEmbed', 'sinusoid_frequencies']
+__all__ = [
+    'ComplexOrderPosEmbed', 'cope_angle_for_grid', 'cope_token_positions', 'resample_cope_tables',
+    'sinusoid_frequencies',
+]
 
 CopeFuse = Literal['sum', 'real']
 CopeMode = Literal['multiplicative', 'additive']
+CopePositions = Literal['index', 'grid']
 CopeResize = Literal['interpolate', 'extrapolate']
 
 
 def sinusoid_frequencies(dim: int, device=None, dtype=None) -> torch.Tensor:
     """Transformer sinusoid frequencies ``10000^(-2*floor(j/2)/dim)`` for ``j = 0..dim-1``."""
-    j = torch.arange(dim, device=device, dtype=torch.float64)
-    freq = torch.pow(10000.0, -2.0 * torch.div(j, 2, rounding_mode='floor') / dim)
-    return freq.to(dtype=dtype or torch.get_default_dtype())
+    return _sinusoid(dim, device, dtype or torch.get_default_dtype())
 
+
+def _sinusoid(dim: int, device: Optional[torch.device], dtype: torch.dtype) -> torch.Tensor:
+    j = torch.arange(dim, device=device, dtype=torch.float64)
+    return torch.pow(10000.0, -2.0 * torch.div(j, 2, rounding_mode='floor') / dim).to(dtype)
+
+
+def _fixed_frequencies(
+        dim: int, positions: str, device: Optional[torch.device], dtype: torch.dtype) -> torch.Tensor:
+    """Sinusoid frequencies, ``(1, 1, dim)``; with grid positions each axis's half of the channels has its own
+    full range (a row and a column are each as far apart as a token index in a ``dim / 2`` wide sequence)."""
+    if positions == 'grid':
+        half = dim // 2
+        freq = torch.cat([_sinusoid(half, device, dtype), _sinusoid(dim - half, device, dtype)])
+    else:
+        freq = _sinusoid(dim, device, dtype)
+    return freq.view(1, 1, -1)
+
+
+def cope_token_positions(
+        num_tokens: int,
+        dim: int,
+        positions: str = 'index',
+        grid_size: Optional[Tuple[int, int]] = None,
+        num_prefix_tokens: int = 1,
+        device: Optional[torch.device] = None,
+        dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """The position ``p`` of every token and channel: ``(1, T, 1)`` for ``'index'`` (``0..T-1``), ``(1, T, dim)``
+    for ``'grid'``: prefix token ``i`` at ``i``, patch ``(r, c)`` of the row-major ``grid_size`` at row
+    ``num_prefix_tokens + r`` in channels ``< dim // 2`` and column ``num_prefix_tokens + c`` in the others."""
+    if positions != 'grid':
+        return torch.arange(num_tokens, device=device, dtype=dtype).view(1, -1, 1)
+    if grid_size is None:
+        raise ValueError("cope_token_positions: positions='grid' needs grid_size=(H, W)")
+    h, w = grid_size[0], grid_size[1]
+    prefix = torch.arange(num_prefix_tokens, device=device, dtype=dtype)
+    rows = torch.arange(h, device=device, dtype=dtype).view(h, 1).expand(h, w).reshape(-1) + num_prefix_tokens
+    cols = torch.arange(w, device=device, dtype=dtype).view(1, w).expand(h, w).reshape(-1) + num_prefix_tokens
+    total = num_prefix_tokens + h * w
+    half = dim // 2
+    row_pos = torch.cat([prefix, rows]).view(1, total, 1).expand(1, total, half)
+    col_pos = torch.cat([prefix, cols]).view(1, total, 1).expand(1, total, dim - half)
+    return torch.cat([row_pos, col_pos], dim=2)
+
+
+@register_notrace_function
+@torch.jit.ignore
+def _check_cope_input(x: torch.Tensor, num_tokens: int, dim: int) -> None:
+    """Raise naming what is wrong with the tokens ``x`` and what ``ComplexOrderPosEmbed`` expects."""
+    if x.ndim != 3 or x.shape[1] != num_tokens or x.shape[2] != dim:
+        hint = ''
+        if x.ndim == 4 and x.shape[-1] == dim:
+            hint = '; a (B, H, W, D) grid must be flattened to (B, H*W, D) and prefix tokens prepended first'
+        raise ValueError(
+            f'ComplexOrderPosEmbed: expected tokens of shape (B, num_tokens={num_tokens}, dim={dim}), got '
+            f'{tuple(x.shape)}{hint}')
+    if not x.is_floating_point():
+        # an integer tensor would round the wave to {-1, 0, 1}, silently
+        raise TypeError(
+            f'ComplexOrderPosEmbed: expected floating-point tokens, got {x.dtype}; convert them with x.float()')
+
+
+# A leaf for plain torch.fx.symbolic_trace too (register_notrace_function covers timm's own fx tracers).
+torch.fx.wrap('_check_cope_input')
+
+
+def resample_cope_tables(
+        table: torch.Tensor,
+        phase: torch.Tensor,
+        new_grid: Tuple[int, int],
+        old_grid: Tuple[int, int],
+        num_prefix_tokens: int = 1,
+        method: CopeResize = 'interpolate',
+        mode: CopeMode = 'multiplicative',
+        positions: CopePositions = 'index',
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """COPE tables made for ``old_grid`` patches, resampled for ``new_grid``; pure, differentiable.
+
+    ``table`` is the frequency table Ω (``mode='multiplicative'``) or the amplitude table R (``'additive'``);
+    ``table`` and ``phase`` are ``(1, num_prefix_tokens + H*W, D)`` for the old grid ``(H, W)``, the patches in
+    row-major order. Returns the ``(table, phase)`` pair for the new grid, computed in the inputs' dtype (float32
+    at least; pass float64 tables for a resize that is exact on the same grid). ``positions`` is the layer's
+    (``cope_token_positions``).
+
+    ``'interpolate'``: the angle field φ of the patch tokens is resampled over the 2D grid (bicubic), and the
+    frequency (or amplitude) table too; the new phase is chosen so that ``p_new·Ω_new + Θ_new`` equals the
+    resampled angle at every new position, i.e. each image location keeps (an interpolation of) its angle.
+    ``'extrapolate'``: COPE is a function of the position, so the learnt per-dimension frequency (the mean
+    row of Ω) and phase are evaluated at the new positions, the way Wang et al. extend to longer sequences.
+    Prefix-token rows are kept as they are.
+    """
+    if method not in ('interpolate', 'extrapolate'):
+        raise ValueError(f"resample_cope_tables: method must be 'interpolate' or 'extrapolate', got {method!r}")
+    if mode not in ('multiplicative', 'additive'):
+        raise ValueError(f"resample_cope_tables: mode must be 'multiplicative' or 'additive', got {mode!r}")
+    if positions not in ('index', 'grid'):
+        raise ValueError(f"resample_cope_tables: positions must be 'index' or 'grid', got {positions!r}")
+    if table.ndim != 3 or table.shape[0] != 1 or table.shape != phase.shape:
+        raise ValueError(
+            f'resample_cope_tables: table and phase must both be (1, T, D), got {tuple(table.shape)} and '
+            f'{tuple(phase.shape)}')
+    npt = num_prefix_tokens
+    old_len = npt + old_grid[0] * old_grid[1]
+    if old_len != table.shape[1]:
+        raise ValueError(
+            f'resample_cope_tables: the tables have {table.shape[1]} tokens but old_grid {tuple(old_grid)} with '
+            f'{npt} prefix token(s) gives {old_len}')
+    dim = table.shape[-1]
+    dtype = torch.promote_types(table.dtype, torch.float32)
+    table, phase = table.to(dtype), phase.to(dtype)
+    new_len = npt + new_grid[0] * new_grid[1]
+    if method == 'extrapolate':
+        new_table = table[:, npt:].mean(dim=1, keepdim=True).expand(1, new_len - npt, dim)
+        new_phase = phase[:, npt:].mean(dim=1, keepdim=True).expand(1, new_len - npt, dim)
+    else:
+        def _grid(t: torch.Tensor) -> torch.Tensor:
+            t = t.reshape(1, old_grid[0], old_grid[1], dim).permute(0, 3, 1, 2)
+            t = F.interpolate(t, size=(int(new_grid[0]), int(new_grid[1])), mode='bicubic', align_corners=False)
+            return t.permute(0, 2, 3, 1).reshape(1, -1, dim)
+
+        multiplicative = mode == 'multiplicative'
+        fixed = _fixed_frequencies(dim, positions, table.device, dtype)
+        pos_old = cope_token_positions(old_len, dim, positions, tuple(old_grid), npt, table.device, dtype)[:, npt:]
+        pos_new = cope_token_positions(new_len, dim, positions, tuple(new_grid), npt, table.device, dtype)[:, npt:]
+        new_table = _grid(table[:, npt:])
+        new_phi = _grid(pos_old * (table[:, npt:] if multiplicative else fixed) + phase[:, npt:])
+        new_phase = new_phi - pos_new * (new_table if multiplicative else fixed)
+    return torch.cat([table[:, :npt], new_table], dim=1), torch.cat([phase[:, :npt], new_phase], dim=1)
+
+
+@register_notrace_function
+@torch.jit.ignore
+def cope_angle_for_grid(
+        table: torch.Tensor,
+        phase: torch.Tensor,
+        new_grid: Tuple[int, int],
+        old_grid: Tuple[int, int],
+        num_prefix_tokens: int,
+        method: str,
+        mode: str,
+        positions: str,
+        x: torch.Tensor,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(table, φ)`` for the tokens ``x`` of a ``new_grid`` input, from tables made for ``old_grid``: the tables
+    as they are on the same grid, else resampled by ``resample_cope_tables`` (nothing is written back). The
+    dynamic-size counterpart of ``ComplexOrderPosEmbed.resize`` followed by ``angle``; differentiable. In
+    ``x``'s dtype, float32 at least (``x`` gives the dtype and device: TorchScript passes a dtype as an int)."""
+    dtype = torch.promote_types(x.dtype, torch.float32)
+    new_grid = (int(new_grid[0]), int(new_grid[1]))
+    table, phase = table.to(device=x.device, dtype=dtype), phase.to(device=x.device, dtype=dtype)
+    if new_grid != tuple(old_grid):
+        # the same grid keeps the learnt tables as they are: 'extrapolate' would replace them by their mean
+        table, phase = resample_cope_tables(
+            table, phase, new_grid, old_grid, num_prefix_tokens, method, mode, positions)
+    dim = table.shape[-1]
+    pos = cope_token_positions(table.shape[1], dim, positions, new_grid, num_prefix_tokens, table.device, dtype)
+    freq = table if mode == 'multiplicative' else _fixed_frequencies(dim, positions, table.device, dtype)
+    return table, pos * freq + phase
+
+
+# Leaves for plain torch.fx.symbolic_trace too: the grid of a dynamic-size input is a traced value.
+torch.fx.wrap('cope_angle_for_grid')
 
 class ComplexOrderPosEmbed(nn.Module):
     """ Complex Order Position Embedding for a fixed-length token sequence.
 
-    Modes (every mode and fuse has the same two ``(1, num_tokens, dim)`` learnable tables):
+    Modes (every mode, fuse and positions has the same two ``(1, num_tokens, dim)`` learnable tables):
       * ``'multiplicative'`` (default, Wang et al.): learnable frequency ``freq`` (Ω) and phase ``phase`` (Θ);
         the tokens are the amplitude. ``fuse='sum'``: ``x·cos φ + x·sin φ``; ``fuse='real'``: ``x·cos φ``.
       * ``'additive'`` (ablation): fixed sinusoid frequencies, learnable amplitude ``amplitude`` (R) and phase
@@ -48,15 +216,23 @@ class ComplexOrderPosEmbed(nn.Module):
             dim: int,
             fuse: CopeFuse = 'sum',
             mode: CopeMode = 'multiplicative',
+            positions: CopePositions = 'index',
+            grid_size: Optional[Tuple[int, int]] = None,
+            num_prefix_tokens: int = 1,
             device=None,
             dtype=None,
     ) -> None:
         """
         Args:
-            num_tokens: Sequence length T (prefix tokens included), positions are ``0..T-1``.
+            num_tokens: Sequence length T (prefix tokens included).
             dim: Embedding dimension D.
             fuse: How the complex value becomes real: ``'sum'`` (Re + Im) or ``'real'`` (Re).
             mode: ``'multiplicative'`` (tokens are the amplitude) or ``'additive'`` (added like a PE).
+            positions: ``'index'`` (p = token index ``0..T-1``) or ``'grid'`` (half of the channels the patch's
+                row, the other half its column; needs ``grid_size``), see ``cope_token_positions``.
+            grid_size: The patch grid ``(H, W)`` behind the tokens (row-major, after the prefix tokens), so that
+                ``num_tokens == num_prefix_tokens + H * W``; needed for ``'grid'`` and for dynamic grids.
+            num_prefix_tokens: Class/register tokens before the patches (with ``grid_size``).
             device: Parameter device.
             dtype: Parameter dtype.
         """
@@ -65,13 +241,30 @@ class ComplexOrderPosEmbed(nn.Module):
             raise ValueError(f"ComplexOrderPosEmbed: fuse must be 'sum' or 'real', got {fuse!r}")
         if mode not in ('multiplicative', 'additive'):
             raise ValueError(f"ComplexOrderPosEmbed: mode must be 'multiplicative' or 'additive', got {mode!r}")
-        if num_tokens < 1 or dim < 1:
-            raise ValueError(f'ComplexOrderPosEmbed: num_tokens and dim must be >= 1, got {num_tokens}, {dim}')
+        if positions not in ('index', 'grid'):
+            raise ValueError(f"ComplexOrderPosEmbed: positions must be 'index' or 'grid', got {positions!r}")
+        for name, value in (('num_tokens', num_tokens), ('dim', dim)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f'ComplexOrderPosEmbed: {name} must be a positive integer, got {value!r}')
+        if grid_size is not None:
+            grid_size = (int(grid_size[0]), int(grid_size[1]))
+            if num_prefix_tokens + grid_size[0] * grid_size[1] != num_tokens:
+                raise ValueError(
+                    f'ComplexOrderPosEmbed: num_tokens={num_tokens} but grid_size={grid_size} with '
+                    f'num_prefix_tokens={num_prefix_tokens} gives {num_prefix_tokens + grid_size[0] * grid_size[1]}')
+        elif positions == 'grid':
+            raise ValueError("ComplexOrderPosEmbed: positions='grid' needs grid_size=(H, W) of the patch grid")
+        if positions == 'grid' and dim < 2:
+            raise ValueError(
+                f"ComplexOrderPosEmbed: positions='grid' needs dim >= 2 (a row and a column half), got {dim}")
         dd = {'device': device, 'dtype': dtype}
         self.num_tokens = num_tokens
         self.dim = dim
         self.fuse = fuse
         self.mode = mode
+        self.positions = positions
+        self.grid_size = grid_size
+        self.num_prefix_tokens = num_prefix_tokens
         self.additive = mode == 'additive'
         self.use_sin = fuse == 'sum'
         if self.additive:
@@ -84,38 +277,64 @@ class ComplexOrderPosEmbed(nn.Module):
         self.init_weights()
 
     def init_weights(self) -> None:
-        """Ω (or, additive, the fixed frequencies) = Transformer sinusoid frequencies, Θ = 0, R = 1."""
+        """Ω (or, additive, the fixed frequencies) = Transformer sinusoid frequencies, Θ = 0, R = 1.
+        With grid positions each half of the channels gets the frequencies of a ``dim / 2`` wide sequence."""
         if self.phase.is_meta:
             return
         with torch.no_grad():
             self.phase.zero_()
             if self.freq is not None:
-                self.freq.copy_(sinusoid_frequencies(self.dim).view(1, 1, -1).expand_as(self.freq))
+                fixed = _fixed_frequencies(self.dim, self.positions, self.freq.device, self.freq.dtype)
+                self.freq.copy_(fixed.expand_as(self.freq))
             if self.amplitude is not None:
                 self.amplitude.fill_(1.0)
+
+    def _table(self) -> torch.Tensor:
+        """Ω (multiplicative) or R (additive)."""
+        if self.freq is not None:
+            return self.freq
+        assert self.amplitude is not None
+        return self.amplitude
 
     def angle(self, device: Optional[torch.device] = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """The angle φ, shape ``(1, T, D)``, in ``dtype`` (float32 unless float64 is asked for)."""
         device = device if device is not None else self.phase.device
-        pos = torch.arange(self.num_tokens, device=device, dtype=dtype).view(1, -1, 1)
+        pos = cope_token_positions(
+            self.num_tokens, self.dim, self.positions, self.grid_size, self.num_prefix_tokens, device, dtype)
         if self.freq is not None:
             freq = self.freq.to(device=device, dtype=dtype)
         else:
-            freq = sinusoid_frequencies(self.dim, device=device, dtype=dtype).view(1, 1, -1)
+            freq = _fixed_frequencies(self.dim, self.positions, device, dtype)
         return pos * freq + self.phase.to(device=device, dtype=dtype)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Two asserts, not one with `and`: torch.fx cannot branch on a traced shape.
-        torch._assert(x.shape[1] == self.num_tokens, 'ComplexOrderPosEmbed: token count differs from num_tokens')
-        torch._assert(x.shape[2] == self.dim, 'ComplexOrderPosEmbed: embedding width differs from dim')
+    def forward(
+            self,
+            x: torch.Tensor,
+            grid_size: Optional[Tuple[int, int]] = None,
+            resize: str = 'interpolate',
+    ) -> torch.Tensor:
+        """``x``: ``(B, T, D)`` tokens. ``grid_size``: the patch grid of ``x`` when it differs from the layer's
+        (a dynamic-size input); the tables are then resampled for it on the fly by ``resize`` (see
+        ``resample_cope_tables``), and the stored tables stay as they are."""
         # The angle needs float32 at least: in bf16 an angle of ~200 rad is off by up to a radian. The (T, D)
         # wave it gives lies in [-√2, √2] and is rounded to the activations' dtype only then, so the (B, T, D)
         # product runs at the activations' precision, as a learned position embedding's addition would.
         angle_dtype = torch.promote_types(x.dtype, torch.float32)  # no branch on dtype: fx must trace this
-        phi = self.angle(x.device, angle_dtype)
+        if grid_size is None:
+            _check_cope_input(x, self.num_tokens, self.dim)
+            table = self._table().to(angle_dtype)
+            phi = self.angle(x.device, angle_dtype)
+        else:
+            old_grid = self.grid_size
+            if old_grid is None:
+                raise ValueError('ComplexOrderPosEmbed: a grid_size in forward needs the layer\'s own grid_size')
+            _check_cope_input(x, self.num_prefix_tokens + grid_size[0] * grid_size[1], self.dim)
+            table, phi = cope_angle_for_grid(
+                self._table(), self.phase, grid_size, old_grid, self.num_prefix_tokens, resize, self.mode,
+                self.positions, x)
         wave = torch.cos(phi) + torch.sin(phi) if self.use_sin else torch.cos(phi)
-        if self.amplitude is not None:
-            return x + (self.amplitude.to(angle_dtype) * wave).to(x.dtype)
+        if self.additive:
+            return x + (table * wave).to(x.dtype)
         return x * wave.to(x.dtype)
 
     @torch.no_grad()
@@ -126,47 +345,20 @@ class ComplexOrderPosEmbed(nn.Module):
             num_prefix_tokens: int = 1,
             method: CopeResize = 'interpolate',
     ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Tables for a new patch grid, ``(freq or amplitude, phase)``.
-
-        ``'interpolate'``: the angle field φ of the patch tokens is resampled over the 2D grid (bicubic) and
-        frequency (or amplitude) tables too; the new phase is chosen so that ``p_new·Ω_new + Θ_new`` equals the
-        resampled angle at every new position, i.e. each image location keeps (an interpolation of) its angle.
-        ``'extrapolate'``: COPE is a function of the position index, so the learnt per-dimension frequency (the
-        mean row of Ω) and phase are evaluated at the new indices, the way Wang et al. extend to longer sequences.
-        Prefix-token rows are kept as they are.
-        """
-        if method not in ('interpolate', 'extrapolate'):
-            raise ValueError(f"resize method must be 'interpolate' or 'extrapolate', got {method!r}")
-        old_len = num_prefix_tokens + old_grid[0] * old_grid[1]
-        if old_len != self.num_tokens:
+        """Tables for a new patch grid, ``(freq or amplitude, phase)``; see ``resample_cope_tables``."""
+        if old_grid[0] * old_grid[1] + num_prefix_tokens != self.num_tokens:
             raise ValueError(
-                f'ComplexOrderPosEmbed has {self.num_tokens} tokens but old grid {old_grid} with '
-                f'{num_prefix_tokens} prefix tokens gives {old_len}')
-        new_len = num_prefix_tokens + new_grid[0] * new_grid[1]
+                f'ComplexOrderPosEmbed has {self.num_tokens} tokens but old_grid {tuple(old_grid)} with '
+                f'{num_prefix_tokens} prefix tokens gives {old_grid[0] * old_grid[1] + num_prefix_tokens}')
+        if self.grid_size is not None and (tuple(old_grid), num_prefix_tokens) != (
+                self.grid_size, self.num_prefix_tokens):
+            raise ValueError(
+                f'ComplexOrderPosEmbed: old_grid {tuple(old_grid)} with {num_prefix_tokens} prefix tokens is not '
+                f'the layer\'s grid {self.grid_size} with {self.num_prefix_tokens}')
         # float64 so that resizing to the same grid is exact and a bf16 model loses nothing more than its storage
-        table = (self.freq if self.freq is not None else self.amplitude).double()
-        phase = self.phase.double()
-        npt = num_prefix_tokens
-        pos_new = torch.arange(npt, new_len, device=phase.device, dtype=torch.float64).view(1, -1, 1)
-
-        if method == 'extrapolate':
-            new_table = table[:, npt:].mean(dim=1, keepdim=True).expand(1, new_len - npt, self.dim)
-            new_phase = phase[:, npt:].mean(dim=1, keepdim=True).expand(1, new_len - npt, self.dim)
-        else:
-            def _grid(t: torch.Tensor) -> torch.Tensor:
-                t = t.reshape(1, old_grid[0], old_grid[1], self.dim).permute(0, 3, 1, 2)
-                t = F.interpolate(t, size=new_grid, mode='bicubic', align_corners=False)
-                return t.permute(0, 2, 3, 1).reshape(1, -1, self.dim)
-
-            new_table = _grid(table[:, npt:])
-            new_phi = _grid(self.angle(dtype=torch.float64)[:, npt:])
-            if self.freq is not None:
-                new_phase = new_phi - pos_new * new_table
-            else:
-                new_phase = new_phi - pos_new * sinusoid_frequencies(
-                    self.dim, device=phase.device, dtype=torch.float64).view(1, 1, -1)
-        new_table = torch.cat([table[:, :npt], new_table], dim=1)
-        new_phase = torch.cat([phase[:, :npt], new_phase], dim=1)
+        new_table, new_phase = resample_cope_tables(
+            self._table().double(), self.phase.double(), new_grid, old_grid, num_prefix_tokens, method=method,
+            mode=self.mode, positions=self.positions)
         dtype = self.phase.dtype
         return new_table.to(dtype).contiguous(), new_phase.to(dtype).contiguous()
 
@@ -181,6 +373,8 @@ class ComplexOrderPosEmbed(nn.Module):
         """Resize the tables in place for a new patch grid (see ``resized_tables``)."""
         table, phase = self.resized_tables(new_grid, old_grid, num_prefix_tokens, method)
         self.num_tokens = table.shape[1]
+        if self.grid_size is not None:
+            self.grid_size = (int(new_grid[0]), int(new_grid[1]))
         if self.freq is not None:
             self.freq = nn.Parameter(table, requires_grad=self.freq.requires_grad)
         else:
@@ -188,4 +382,6 @@ class ComplexOrderPosEmbed(nn.Module):
         self.phase = nn.Parameter(phase, requires_grad=self.phase.requires_grad)
 
     def extra_repr(self) -> str:
-        return f'num_tokens={self.num_tokens}, dim={self.dim}, fuse={self.fuse}, mode={self.mode}'
+        grid = f', grid_size={self.grid_size}, num_prefix_tokens={self.num_prefix_tokens}' if self.grid_size else ''
+        return (f'num_tokens={self.num_tokens}, dim={self.dim}, fuse={self.fuse}, mode={self.mode}, '
+                f'positions={self.positions}{grid}')

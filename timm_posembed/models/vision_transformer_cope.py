@@ -5,7 +5,7 @@ token at position 0) is the amplitude of ``x·exp(i(p·Ω + Θ))`` and the netwo
 
 Papers:
   * `Encoding word order in complex embeddings` - https://arxiv.org/abs/1912.12333 (Wang et al., ICLR 2020)
-  * the seed paper (`../shared/seeds/000_*`): ViT-Tiny/16 with COPE on Tiny-ImageNet, 34.0 vs 32.2 top-1.
+  * the seed paper (see MODEL_CARDS.md's COPE card): ViT-Tiny/16 with COPE on Tiny-ImageNet, 34.0 vs 32.2 top-1.
   * `An Image is Worth 16x16 Words` - https://arxiv.org/abs/2010.11929
 
 Built on timm's ``VisionTransformer`` with ``pos_embed='none'``; everything else (blocks, heads, feature API)
@@ -16,33 +16,33 @@ from typing import Any, Dict, Optional, Set, Tuple
 
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.models import generate_default_cfgs, register_model
+from timm.models import clean_state_dict, generate_default_cfgs, register_model
 from timm.models.vision_transformer import VisionTransformer
 
-from timm_posembed.layers.cope import ComplexOrderPosEmbed, CopeFuse, CopeMode, CopeResize
+from timm_posembed.layers.cope import (
+    ComplexOrderPosEmbed, CopeFuse, CopeMode, CopePositions, CopeResize, resample_cope_tables)
+from timm_posembed.layers.patch_embed import CheckedPatchEmbed
 from ._builder import build_with_helpful_pretrained_errors
 from ._catalog import ModelInfo, declare_models
 from ._hub import hub_id
-from ._input import check_image_input
 
 __all__ = ['VisionTransformerCOPE']
-
-# a leaf for plain torch.fx.symbolic_trace too (timm's tracer already knows it)
-torch.fx.wrap('check_image_input')
-
-_COPE_KEYS = ('cope.freq', 'cope.amplitude', 'cope.phase')
 
 
 class VisionTransformerCOPE(VisionTransformer):
     """ ViT with a Complex Order Position Embedding in place of the learnable ``pos_embed``.
 
-    Takes every ``VisionTransformer`` argument except ``pos_embed`` (always ``'none'``) and
-    ``dynamic_img_size`` (the COPE tables cover a fixed token count; change ``img_size`` instead), plus:
+    Takes every ``VisionTransformer`` argument except ``pos_embed`` (always ``'none'``), plus:
         cope_fuse: ``'sum'`` (Re + Im, default) or ``'real'``.
         cope_mode: ``'multiplicative'`` (default) or ``'additive'`` (ablation).
-        cope_resize: how the tables follow a new grid when ``set_input_size`` is called or a checkpoint made at
-            another size is loaded: ``'interpolate'`` (default) or ``'extrapolate'``; see
-            ``ComplexOrderPosEmbed.resized_tables`` and MODEL_CARDS.md for the measured comparison.
+        cope_positions: ``'index'`` (default, the seed's: p = token index, cls at 0) or ``'grid'`` (half of the
+            channels the patch's row, the other half its column, cls at a position of its own); same tables.
+        cope_resize: how the tables follow a new grid when ``set_input_size`` is called, a checkpoint made at
+            another size is loaded, or (``dynamic_img_size=True``) an input of another size arrives:
+            ``'interpolate'`` (default) or ``'extrapolate'``; see ``resample_cope_tables`` and MODEL_CARDS.md for
+            the measured comparison.
+    With ``dynamic_img_size=True`` the angle field for the incoming patch grid is computed on the fly from the
+    tables made for ``img_size`` (nothing is rewritten), as ``set_input_size`` to that size would make it.
     """
 
     def __init__(
@@ -50,6 +50,7 @@ class VisionTransformerCOPE(VisionTransformer):
             *args: Any,
             cope_fuse: CopeFuse = 'sum',
             cope_mode: CopeMode = 'multiplicative',
+            cope_positions: CopePositions = 'index',
             cope_resize: CopeResize = 'interpolate',
             **kwargs: Any,
     ) -> None:
@@ -58,13 +59,11 @@ class VisionTransformerCOPE(VisionTransformer):
             raise ValueError(
                 f"VisionTransformerCOPE replaces the position embedding with COPE; pos_embed must be 'none', "
                 f"got {pos_embed!r} (use timm's vit_* models for a learned position embedding)")
-        if kwargs.get('dynamic_img_size', False):
-            raise ValueError(
-                'VisionTransformerCOPE does not support dynamic_img_size: its COPE tables cover a fixed number of '
-                'tokens. Create the model with img_size=(H, W) for another input size.')
         if cope_resize not in ('interpolate', 'extrapolate'):
             raise ValueError(f"cope_resize must be 'interpolate' or 'extrapolate', got {cope_resize!r}")
         dd = {'device': kwargs.get('device', None), 'dtype': kwargs.get('dtype', None)}
+        # the embedding checks the input image and says how to fix a wrong channel count or size
+        kwargs.setdefault('embed_layer', CheckedPatchEmbed)
         super().__init__(*args, pos_embed='none', **kwargs)
         self.cope_resize = cope_resize
         self.cope = ComplexOrderPosEmbed(
@@ -72,6 +71,9 @@ class VisionTransformerCOPE(VisionTransformer):
             self.embed_dim,
             fuse=cope_fuse,
             mode=cope_mode,
+            positions=cope_positions,
+            grid_size=self.patch_embed.grid_size,
+            num_prefix_tokens=self.num_prefix_tokens,
             **dd,
         )
 
@@ -110,68 +112,38 @@ class VisionTransformerCOPE(VisionTransformer):
             to_cat.append(self.cls_token.expand(x.shape[0], -1, -1))
         if self.reg_token is not None:
             to_cat.append(self.reg_token.expand(x.shape[0], -1, -1))
-        x = torch.cat(to_cat + [x], dim=1)
-        x = self.cope(x)
+        if self.dynamic_img_size:
+            B, H, W, C = x.shape
+            x = torch.cat(to_cat + [x.view(B, -1, C)], dim=1)
+            x = self.cope(x, grid_size=(H, W), resize=self.cope_resize)
+        else:
+            x = torch.cat(to_cat + [x], dim=1)
+            x = self.cope(x)
         return self.pos_drop(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_image_input(
-            x, self.in_chans, self.patch_embed.img_size,
-            f'the COPE tables cover a {self.patch_embed.grid_size[0]}x{self.patch_embed.grid_size[1]} patch grid',
-        )
-        x = self.forward_features(x)
-        x = self.forward_head(x)
-        return x
 
 
 def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: VisionTransformerCOPE) -> Dict[str, torch.Tensor]:
-    """Adapt a checkpoint to ``model``: unwrap train.py checkpoints, resize COPE tables made at another grid,
-    and refuse checkpoints of another architecture with a message that says which."""
+    """Adapt a checkpoint to ``model``: unwrap train.py checkpoints and resample COPE tables made for another
+    square patch grid by ``model.cope_resize``. Only transforms: strict loading then validates the result."""
     if 'state_dict' in state_dict:
         state_dict = state_dict['state_dict']
     elif 'model' in state_dict:
         state_dict = state_dict['model']
-    state_dict = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state_dict.items()}
-    if 'pos_embed' in state_dict or not any(k in state_dict for k in _COPE_KEYS):
-        raise ValueError(
-            f'this checkpoint is not a COPE ViT: it has {"a learned pos_embed" if "pos_embed" in state_dict else "no cope.* tables"}; '
-            f'{type(model).__name__} expects cope.freq/cope.phase (multiplicative) or cope.amplitude/cope.phase '
-            f'(additive) of shape (1, {model.cope.num_tokens}, {model.embed_dim}). Load it into the architecture '
-            f'it was trained with.')
-
+    state_dict = clean_state_dict(state_dict)
     table_key = 'cope.freq' if model.cope.freq is not None else 'cope.amplitude'
-    if table_key not in state_dict:
-        raise ValueError(
-            f'COPE mode mismatch: the model ({model.cope.mode}) expects {table_key}, the checkpoint has '
-            f'{sorted(k for k in state_dict if k.startswith("cope."))}; pass cope_mode= to match the checkpoint.')
-    old_tokens = state_dict[table_key].shape[1]
-    if old_tokens != model.cope.num_tokens:
-        npt = model.num_prefix_tokens
-        old_side = math.isqrt(old_tokens - npt)
-        if old_side * old_side != old_tokens - npt:
-            raise ValueError(
-                f'cannot resize COPE tables of {old_tokens} tokens: not {npt} prefix token(s) + a square grid')
-        old = ComplexOrderPosEmbed(old_tokens, model.embed_dim, fuse=model.cope.fuse, mode=model.cope.mode)
-        old.load_state_dict({k[len('cope.'):]: state_dict[k] for k in (table_key, 'cope.phase')})
-        table, phase = old.resized_tables(
-            model.patch_embed.grid_size, (old_side, old_side), npt, method=model.cope_resize)
-        state_dict[table_key], state_dict['cope.phase'] = table, phase
-
-    expected = model.state_dict()
-    # The head may legitimately differ (timm drops it when num_classes changes); everything else must match.
-    trunk = [k for k in expected if not k.startswith('head.')]
-    missing = [k for k in trunk if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in expected and not k.startswith('head.')]
-    mismatched = [
-        f'{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}'
-        for k in trunk if k in state_dict and state_dict[k].shape != expected[k].shape]
-    if missing or unexpected or mismatched:
-        def _few(items):
-            return f'{items[:4]}{f" and {len(items) - 4} more" if len(items) > 4 else ""}'
-        raise ValueError(
-            f'checkpoint does not match {type(model).__name__} (depth {len(model.blocks)}, width '
-            f'{model.embed_dim}): missing {_few(missing)}, unexpected {_few(unexpected)}, '
-            f'shape mismatches {_few(mismatched)}. Create the model variant the checkpoint was trained as.')
+    table, phase = state_dict.get(table_key), state_dict.get('cope.phase')
+    if table is None or phase is None or table.ndim != 3 or table.shape != phase.shape:
+        return state_dict  # not COPE tables of this mode: strict loading names what is missing
+    npt = model.num_prefix_tokens
+    old_patches = table.shape[1] - npt
+    old_side = math.isqrt(max(old_patches, 0))
+    if table.shape[1] != model.cope.num_tokens and old_side > 0 and old_side * old_side == old_patches:
+        state_dict = dict(state_dict)
+        new_table, new_phase = resample_cope_tables(
+            table.double(), phase.double(), model.patch_embed.grid_size, (old_side, old_side), npt,
+            method=model.cope_resize, mode=model.cope.mode, positions=model.cope.positions)
+        state_dict[table_key] = new_table.to(table.dtype).contiguous()
+        state_dict['cope.phase'] = new_phase.to(phase.dtype).contiguous()
     return state_dict
 
 
@@ -227,7 +199,7 @@ declare_models(
 
 @register_model
 def vit_tiny_cope(pretrained: bool = False, **kwargs: Any) -> VisionTransformerCOPE:
-    """ViT-Tiny/16 with COPE (seed paper 000). 5,600,840 parameters with 200 classes."""
+    """ViT-Tiny/16 with COPE (seed paper 000)."""
     model_args = dict(patch_size=16, embed_dim=192, depth=12, num_heads=3)
     return _create_vision_transformer_cope('vit_tiny_cope', pretrained=pretrained, **dict(model_args, **kwargs))
 

@@ -16,7 +16,7 @@ The ablations of the seed's tables 7 and 8 are constructor arguments, so ``train
 e.g. ``--model-kwargs num_conv_modules=4`` or ``--model-kwargs n_iter=1``.
 """
 from functools import partial
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Sequence
 
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
@@ -29,36 +29,17 @@ from timm_posembed.layers.supertoken import SuperTokenConvEmbed
 from ._builder import build_with_helpful_pretrained_errors, unwrap_checkpoint
 from ._catalog import ModelInfo, declare_models
 from ._hub import hub_id
-from ._input import check_image_input
 
 __all__ = ['VisionTransformerSuperToken', 'VisionTransformerConvStem']
 
-# a leaf for plain torch.fx.symbolic_trace too (timm's tracer already knows it)
-torch.fx.wrap('check_image_input')
-
 
 class _ConvEmbedVisionTransformer(VisionTransformer):
-    """ViT whose embedding is built from this module's arguments; checks the input image in ``forward``."""
+    """ViT whose embedding is built from this module's arguments (the embedding checks the input image)."""
 
     def _check_no_embed_layer(self, kwargs: Dict[str, Any]) -> None:
         if 'embed_layer' in kwargs:
             raise TypeError(
                 f'{type(self).__name__} builds its own embed_layer; use timm\'s VisionTransformer to pass another')
-
-    def forward(
-            self,
-            x: torch.Tensor,
-            attn_mask: Optional[torch.Tensor] = None,
-            is_causal: bool = False,
-    ) -> torch.Tensor:
-        check_image_input(
-            x, self.in_chans, None if self.dynamic_img_size else self.patch_embed.img_size,
-            'the position embedding covers a '
-            f'{self.patch_embed.grid_size[0]}x{self.patch_embed.grid_size[1]} token grid',
-        )
-        x = self.forward_features(x, attn_mask=attn_mask, is_causal=is_causal)
-        x = self.forward_head(x)
-        return x
 
 
 class VisionTransformerSuperToken(_ConvEmbedVisionTransformer):
