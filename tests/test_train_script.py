@@ -99,7 +99,7 @@ def test_recipes_agree_with_the_paper_tables():
 
 def test_driver_dry_run_lists_every_row(capsys):
     from timm_posembed.paper_tables import paper_table
-    from timm_posembed.reproduce import table_driver_main
+    from timm_posembed.commands.drivers import table_driver_main
     _train_py()  # the driver resolves train.py even for a dry run
     assert table_driver_main('seed001-8', RECIPES, ['--dry-run', '--nproc', '2', '--', '--amp']) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith('[seed001-8/')]
