@@ -191,9 +191,12 @@ def test_seeds_are_aggregated_and_differences_judged_against_the_spread(tmp_path
     rows = {r.row.id: r for r in report.rows}
     assert rows['learned'].top1() == (pytest.approx(31.0), pytest.approx(1.0))
     assert len(rows['cope_sum'].runs) == 3 and report.baseline is rows['learned']
-    assert spread_verdict(rows['cope_sum'], rows['learned']) == 'outside'
-    assert spread_verdict(rows['cope_real'], rows['learned']) == 'inside'
-    assert spread_verdict(rows['cope_additive'], rows['learned']) is None
+    base = rows['learned'].top1_values()
+    assert spread_verdict(rows['cope_sum'].top1_values(), base) == 'outside'
+    assert spread_verdict(rows['cope_real'].top1_values(), base) == 'inside'
+    assert spread_verdict(rows['cope_additive'].top1_values(), base) is None
+    assert spread_verdict([1.0, 3.0], [3.5, 5.5]) == 'inside'  # |Δ| 2.5 < std 1.41 + 1.41
+    assert spread_verdict([1.0, 3.0], [4.0, 6.0]) == 'outside'  # |Δ| 3 > 2.83
     text = format_table_report(report)
     cells = {line.split('|')[1].strip(): [c.strip() for c in line.strip('|').split('|')] for line in text.splitlines()
              if line.startswith('| ViT-Tiny')}

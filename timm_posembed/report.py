@@ -157,21 +157,26 @@ class RowResult:
     params: Optional[int] = None  # our parameter count of the row's configuration
     params_error: str = ''  # why the row's model could not be built to count them
 
+    def top1_values(self) -> List[float]:
+        return [r.best_top1 for r in self.runs]
+
     def top1(self) -> Tuple[Optional[float], Optional[float]]:
         """(mean, std) over the runs of the best-epoch top-1; std is None for a single run."""
-        values = [r.best_top1 for r in self.runs]
+        values = self.top1_values()
         if not values:
             return None, None
         return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
 
 
-def spread_verdict(row: RowResult, baseline: RowResult) -> Optional[str]:
-    """``'outside'`` / ``'inside'`` the spread (see the module docstring for the rule), or None when either row
-    has fewer than two runs."""
-    (mean, std), (base_mean, base_std) = row.top1(), baseline.top1()
-    if std is None or base_std is None or math.isnan(mean) or math.isnan(base_mean):
+def spread_verdict(values: Sequence[float], baseline_values: Sequence[float]) -> Optional[str]:
+    """``'outside'`` / ``'inside'`` the spread for two sets of runs' results (see the module docstring for the
+    rule), or None when either has fewer than two finite values."""
+    values = [v for v in values if not math.isnan(v)]
+    baseline_values = [v for v in baseline_values if not math.isnan(v)]
+    if len(values) < 2 or len(baseline_values) < 2:
         return None
-    return 'outside' if abs(mean - base_mean) > std + base_std else 'inside'
+    delta = statistics.fmean(values) - statistics.fmean(baseline_values)
+    return 'outside' if abs(delta) > statistics.stdev(values) + statistics.stdev(baseline_values) else 'inside'
 
 
 @dataclass
@@ -278,7 +283,8 @@ def _table_records(report: TableReport) -> List[Dict[str, Any]]:
             'num_runs': len(runs),
             'seeds': [r.seed for r in runs],
             'vs_baseline': None if mean is None or base_mean is None or result is baseline else mean - base_mean,
-            'vs_baseline_spread': None if baseline is None or result is baseline else spread_verdict(result, baseline),
+            'vs_baseline_spread': None if baseline is None or result is baseline else spread_verdict(
+                result.top1_values(), baseline.top1_values()),
             'paper_params': result.row.paper.get('params'),
             'paper_params_m': result.row.paper.get('params_m'),
             'ours_params': result.params,

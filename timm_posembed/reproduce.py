@@ -14,12 +14,13 @@ shadow the installed timm this package is tested against (Python >= 3.11; older 
 """
 import csv
 import os
+import shlex
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import yaml
 
@@ -28,7 +29,7 @@ from timm_posembed.settings import resolve_timm_script
 
 __all__ = [
     'RunSpec', 'RunOutcome', 'Launch', 'load_recipe', 'run_name', 'train_command', 'train_env', 'runs_for_table',
-    'run_specs',
+    'run_specs', 'Runner',
 ]
 
 
@@ -167,6 +168,14 @@ def _completed_epochs(summary: Path) -> int:
         return len({row.get('epoch') for row in csv.DictReader(f)})
 
 
+# Runs one train.py argv with an environment and returns its exit status; the default starts a process.
+Runner = Callable[[List[str], Dict[str, str]], int]
+
+
+def _subprocess_runner(argv: List[str], env: Dict[str, str]) -> int:
+    return subprocess.run(argv, env=env).returncode
+
+
 @dataclass
 class RunOutcome:
     spec: RunSpec
@@ -188,8 +197,11 @@ def run_specs(
         dry_run: bool = False,
         extra_args: Sequence[str] = (),
         launch: Optional[Launch] = None,
+        runner: Optional[Runner] = None,
 ) -> List[RunOutcome]:
-    """Train every spec in turn (skipping finished runs); keeps going after a failed run and reports it."""
+    """Train every spec in turn (skipping finished runs); keeps going after a failed run and reports it.
+    ``runner`` replaces the process start (e.g. a test harness running train.py's ``main()`` in one process)."""
+    runner = runner or _subprocess_runner
     train_py = resolve_timm_script('train.py', timm_repo)
     recipe = load_recipe(recipe_path)
     outcomes = []
@@ -215,12 +227,12 @@ def run_specs(
         argv = train_command(
             train_py, recipe_path, spec, output, name, data_dir=data_dir, nproc=nproc, seed=seed,
             resume=resume_from, extra_args=extra_args, launch=launch)
-        print(f'[{tag}] ' + ' '.join(argv), flush=True)
+        print(f'[{tag}] ' + shlex.join(argv), flush=True)  # a shell command, copy-pasteable
         if dry_run:
             outcomes.append(RunOutcome(spec, run_dir, 'dry-run', seed=seed))
             continue
         start = time.perf_counter()
-        rc = subprocess.run(argv, env=train_env()).returncode
+        rc = runner(argv, train_env())
         outcomes.append(RunOutcome(spec, run_dir, 'trained' if rc == 0 else 'failed', time.perf_counter() - start,
                                    seed=seed))
         if rc:

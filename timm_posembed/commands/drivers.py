@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from timm_posembed.paper_tables import paper_table
-from timm_posembed.reproduce import Launch, RunOutcome, RunSpec, load_recipe, run_specs, runs_for_table
+from timm_posembed.reproduce import Launch, RunOutcome, Runner, RunSpec, load_recipe, run_specs, runs_for_table
 from timm_posembed.settings import TIMM_REPO_ENV
 
 __all__ = ['table_driver_main', 'sanity_driver_main']
@@ -60,13 +60,14 @@ def _seeds(args) -> List[Optional[int]]:
     return [args.seed]
 
 
-def _train_all(specs: Sequence[RunSpec], recipe: Path, args, launch: Launch, extra: List[str]) -> List[RunOutcome]:
+def _train_all(specs: Sequence[RunSpec], recipe: Path, args, launch: Launch, extra: List[str],
+               runner: Optional[Runner] = None) -> List[RunOutcome]:
     # Seeds outer, rows inner: an interrupted study has every row at n seeds before any row gets n + 1.
     outcomes: List[RunOutcome] = []
     for seed in _seeds(args):
         outcomes += run_specs(
             specs, recipe, args.output, args.data_dir, timm_repo=args.timm_repo, seed=seed, resume=args.resume,
-            dry_run=args.dry_run, extra_args=extra, launch=launch)
+            dry_run=args.dry_run, extra_args=extra, launch=launch, runner=runner)
     return outcomes
 
 
@@ -82,8 +83,10 @@ def _finished_runs(outcomes: List[RunOutcome]):
     return load_runs([o.run_dir for o in outcomes if (o.run_dir / 'summary.csv').is_file()])
 
 
-def table_driver_main(table_id: str, recipes_dir: Path, argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of ``benchmarks/train_<table>.py``: train the table's rows, then print the report."""
+def table_driver_main(table_id: str, recipes_dir: Path, argv: Optional[Sequence[str]] = None,
+                      runner: Optional[Runner] = None) -> int:
+    """Entry point of ``benchmarks/train_<table>.py``: train the table's rows, then print the report.
+    ``runner``: see ``timm_posembed.reproduce.run_specs``."""
     table = paper_table(table_id)
     p = _driver_parser(f'{table.title}. Trains every row with timm\'s train.py and benchmarks/recipes/{table.recipe}, '
                        f'then prints our numbers beside the paper\'s.')
@@ -108,7 +111,7 @@ def table_driver_main(table_id: str, recipes_dir: Path, argv: Optional[Sequence[
         for s in specs:
             unique.setdefault((s.model, repr(sorted(s.model_kwargs.items()))), replace(s, epochs=args.epochs))
         specs = list(unique.values())
-    outcomes = _train_all(specs, recipe_path, args, launch, _extra(args))
+    outcomes = _train_all(specs, recipe_path, args, launch, _extra(args), runner)
     if not args.dry_run and args.node_rank in (None, 0):  # the other nodes hold no outputs to report
         from timm_posembed.report import format_table_report, match_table
         recipe = load_recipe(recipe_path)
