@@ -147,6 +147,7 @@ def _drive(jobs_json: str, results_json: str) -> None:
     """Harness: run each (table, argv) driver in this process, train.py's main() called in-process per run."""
     import contextlib
     import io
+    import logging
     import runpy
     import traceback
 
@@ -155,6 +156,7 @@ def _drive(jobs_json: str, results_json: str) -> None:
 
     def in_process(argv, env):
         sys.argv = argv[1:]  # [train.py, args...]
+        logging.getLogger().handlers.clear()  # train.py adds its log handler on every main()
         try:
             if not train_globals:  # not as __main__: the script's folder (timm/ of the repo) stays off sys.path
                 train_globals.update(runpy.run_path(argv[1], run_name='timm_train_script'))
