@@ -10,7 +10,7 @@ Prints a markdown table (best / last top-1, wall time per run). Run `--help` for
 import sys
 from pathlib import Path
 
-from timm_posembed.reproduce import sanity_driver_main
+from timm_posembed.commands.drivers import sanity_driver_main
 
 if __name__ == '__main__':
     sys.exit(sanity_driver_main(recipe_path=Path(__file__).parent / 'recipes' / 'fashion_mnist_sanity.yaml'))

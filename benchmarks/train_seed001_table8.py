@@ -10,7 +10,7 @@ on two GPUs, with timm's repository checked out in pytorch-image-models/:
 import sys
 from pathlib import Path
 
-from timm_posembed.reproduce import table_driver_main
+from timm_posembed.commands.drivers import table_driver_main
 
 if __name__ == '__main__':
     sys.exit(table_driver_main('seed001-8', recipes_dir=Path(__file__).parent / 'recipes'))

@@ -1,6 +1,8 @@
 """ ``timm-posembed report`` and the paper tables it fills, on synthetic train.py output folders
 (``args.yaml`` + ``summary.csv`` written the way timm's train.py writes them). """
+import inspect
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -10,7 +12,8 @@ import yaml
 
 from timm_posembed.cli import main
 from timm_posembed.paper_tables import load_paper_tables, paper_table
-from timm_posembed.report import RunFormatError, format_table_report, load_run, load_runs, match_table
+from timm_posembed.report import (
+    RunFormatError, format_table_report, load_run, load_runs, match_table, spread_verdict)
 
 SUMMARY_HEADER = 'epoch,train_loss,eval_loss,eval_top1,eval_top5,lr'
 
@@ -99,14 +102,137 @@ def test_our_parameter_counts_beside_the_papers(tmp_path):
     assert '| 5,600,840 | 5,600,840 |' in format_table_report(report)
 
 
-def test_every_table_row_builds_with_its_kwargs():
+def _has_kwarg(model_name: str, kwarg: str) -> bool:
+    with torch.device('meta'):
+        model = timm.create_model(model_name, num_classes=10)
+    return any(kwarg in inspect.signature(c.__init__).parameters for c in type(model).__mro__ if '__init__' in vars(c))
+
+
+_ROW_CONFIGS = sorted({(row.model, repr(sorted(row.model_kwargs.items())), table.num_classes)
+                       for table in load_paper_tables().values() for row in table.rows})
+
+
+@pytest.mark.parametrize('model_name, kwargs_repr, num_classes', _ROW_CONFIGS)
+def test_every_table_row_builds_with_its_kwargs(model_name, kwargs_repr, num_classes):
     # A row whose model or kwargs timm cannot build would only fail hours into a GPU run.
-    configs = {(row.model, repr(sorted(row.model_kwargs.items())), table.num_classes): row.model_kwargs
-               for table in load_paper_tables().values() for row in table.rows}
-    for (model_name, _, num_classes), kwargs in configs.items():
-        with torch.device('meta'):
-            model = timm.create_model(model_name, num_classes=num_classes, **kwargs)
-        assert model.num_classes == num_classes, (model_name, kwargs)
+    kwargs = dict(eval(kwargs_repr))  # noqa: S307 (our own repr of literals)
+    if 'cope_positions' in kwargs and not _has_kwarg(model_name, 'cope_positions'):
+        pytest.skip('cope_positions (COPE grid positions) is not in this checkout\'s COPE ViT yet')
+    with torch.device('meta'):
+        model = timm.create_model(model_name, num_classes=num_classes, **kwargs)
+    assert model.num_classes == num_classes, (model_name, kwargs)
+
+
+def test_paper_tables_does_not_import_the_dataset_preparation():
+    # The tables, the report and the run launcher know nothing of dataset layouts (their imports, read statically);
+    # the dataset facts (class counts) are all they may read from the data package.
+    import ast
+    import timm_posembed
+    package = Path(timm_posembed.__file__).parent
+    for module in ('paper_tables.py', 'report.py', 'train_runs.py', 'reproduce.py'):
+        tree = ast.parse((package / module).read_text())
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        layout = {m for m in imported if m.startswith('timm_posembed.data') and m != 'timm_posembed.data.dataset_facts'}
+        assert not layout, module
+
+
+def test_truncated_last_summary_line_is_skipped_with_a_warning(tmp_path):
+    run = write_run(tmp_path, 'r', ST, [10.0, 30.0], epochs=5)
+    with (run / 'summary.csv').open('a') as f:
+        f.write('2,2.5,1.5,4')  # train.py killed (or still writing) mid-line: no newline, fields missing
+    with pytest.warns(UserWarning, match=r'summary.csv:4: skipping a partial last line'):
+        loaded = load_run(run)
+    assert (loaded.epochs_done, loaded.best_top1, loaded.last_top1) == (2, 30.0, 30.0)
+    # a last line with all its fields but no newline yet is as partial (top-1 "4" may be "45.2" a moment later)
+    (run / 'summary.csv').write_text(SUMMARY_HEADER + '\n0,3.0,2.0,10.0,20.0,0.001\n1,2.9,1.9,40.0,50.0,0.001')
+    with pytest.warns(UserWarning, match='partial last line'):
+        assert load_run(run).epochs_done == 1
+    # the same damage before the last line is a corrupt file, not a run in progress
+    (run / 'summary.csv').write_text(SUMMARY_HEADER + '\n0,3.0,2.0\n1,2.9,1.9,40.0,50.0,0.001\n')
+    with pytest.raises(RunFormatError, match='summary.csv:2: not a numeric summary row'):
+        load_run(run)
+
+
+def test_cli_report_survives_a_run_being_written(tmp_path, capsys):
+    run = write_run(tmp_path, 'r', ST, [10.0, 30.0], model_kwargs=st_kwargs(n_iter=1), epochs=4)
+    with (run / 'summary.csv').open('a') as f:
+        f.write('2,2.5')
+    with pytest.warns(UserWarning, match='partial last line'):
+        assert main(['report', str(tmp_path), '--table', 'seed001-8', '--no-params']) == 0
+    assert '| t = 1 | `vit_small_supertoken_conv`' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize('top1s', [[math.nan, 30.0, 20.0], [20.0, math.nan, 30.0], [30.0, 20.0, math.nan]])
+def test_nan_epoch_is_never_the_best(tmp_path, top1s):
+    loaded = load_run(write_run(tmp_path, 'r', ST, top1s))
+    assert loaded.best_top1 == 30.0
+    assert math.isnan(load_run(write_run(tmp_path, 'all_nan', ST, [math.nan])).best_top1)
+
+
+def _seed_runs(root, name, model, top1s, model_kwargs=None, num_classes=200, **kwargs):
+    for seed, top1 in enumerate(top1s):
+        write_run(root, f'{name}_s{seed}', model, [top1 - 10, top1], model_kwargs=model_kwargs, seed=seed,
+                  num_classes=num_classes, **kwargs)
+
+
+def test_seeds_are_aggregated_and_differences_judged_against_the_spread(tmp_path):
+    _seed_runs(tmp_path, 'learned', 'vit_tiny_patch16_224', [30.0, 31.0, 32.0])  # 31 ± 1
+    _seed_runs(tmp_path, 'cope', 'vit_tiny_cope', [33.5, 34.0, 34.5])  # 34 ± 0.5: |Δ| 3 > 1.5, outside
+    _seed_runs(tmp_path, 'real', 'vit_tiny_cope', [31.0, 32.0, 33.0], {'cope_fuse': 'real'})  # 32 ± 1: inside
+    _seed_runs(tmp_path, 'additive', 'vit_tiny_cope', [40.0], {'cope_mode': 'additive'})  # one run: no spread
+    report = match_table(paper_table('seed000-1-extended'), load_runs([tmp_path]), count_params=False)
+    rows = {r.row.id: r for r in report.rows}
+    assert rows['learned'].top1() == (pytest.approx(31.0), pytest.approx(1.0))
+    assert len(rows['cope_sum'].runs) == 3 and report.baseline is rows['learned']
+    base = rows['learned'].top1_values()
+    assert spread_verdict(rows['cope_sum'].top1_values(), base) == 'outside'
+    assert spread_verdict(rows['cope_real'].top1_values(), base) == 'inside'
+    assert spread_verdict(rows['cope_additive'].top1_values(), base) is None
+    assert spread_verdict([1.0, 3.0], [3.5, 5.5]) == 'inside'  # |Δ| 2.5 < std 1.41 + 1.41
+    assert spread_verdict([1.0, 3.0], [4.0, 6.0]) == 'outside'  # |Δ| 3 > 2.83
+    text = format_table_report(report)
+    cells = {line.split('|')[1].strip(): [c.strip() for c in line.strip('|').split('|')] for line in text.splitlines()
+             if line.startswith('| ViT-Tiny')}
+    assert cells['ViT-Tiny/16, COPE (sum, the seed\'s)'][2:5] == ['34.00', '34.00 ± 0.50', '+0.00']
+    assert cells['ViT-Tiny/16, COPE (sum, the seed\'s)'][-1] == '+3.00 (outside the spread)'
+    assert cells['ViT-Tiny/16, COPE (real part only)'][-1] == '+1.00 (inside the spread)'
+    assert cells['ViT-Tiny/16, COPE (additive)'][-1] == '+9.00 (no spread (n < 2))'
+    assert cells['ViT-Tiny/16, learnable PE (timm\'s)'][-1] == '(baseline)'
+    assert cells['ViT-Tiny/16, learnable PE (timm\'s)'][7] == '3'  # n
+    record = next(r for r in json.loads(format_table_report(report, 'json'))['rows'] if r['row'] == 'cope_sum')
+    assert record['seeds'] == [0, 1, 2] and record['vs_baseline_spread'] == 'outside'
+
+
+def test_runs_of_a_smaller_study_recipe_are_placed_but_never_compared_with_the_paper(tmp_path):
+    # e.g. Fashion-MNIST at 32 px: the recipe gives every row img_size=32 and has 10 classes
+    study = {'img_size': 32}
+    _seed_runs(tmp_path, 'learned', 'vit_tiny_patch16_224', [60.0, 62.0], {'img_size': 32}, num_classes=10)
+    _seed_runs(tmp_path, 'grid', 'vit_tiny_cope', [61.0, 63.0], {'img_size': 32, 'cope_positions': 'grid'},
+               num_classes=10)
+    _seed_runs(tmp_path, 'paper_size', 'vit_tiny_patch16_224', [30.0])  # 200 classes, no img_size: not this study
+    runs = load_runs([tmp_path])
+    table = paper_table('seed000-1-extended')
+    report = match_table(table, runs, count_params=False, num_classes=10, recipe_kwargs=study)
+    rows = {r.row.id: len(r.runs) for r in report.rows}
+    assert rows['learned'] == 2 and rows['cope_grid'] == 2 and [r.path.name for r in report.unmatched] == [
+        'paper_size_s0']
+    text = format_table_report(report)
+    assert "Our runs are not the paper's setting" in text and 'img_size=32' in text
+    learned = next(line for line in text.splitlines() if line.startswith('| ViT-Tiny/16, learnable PE'))
+    assert [c.strip() for c in learned.strip('|').split('|')][2:5] == ['32.20', '61.00 ± 1.41', '—']
+    # the paper-size table does not take the study's runs
+    assert sum(len(r.runs) for r in match_table(table, runs, count_params=False).rows) == 1
+
+
+def test_params_of_a_row_that_cannot_be_built_are_reported_not_raised(tmp_path):
+    report = match_table(paper_table('seed000-1-extended'), [], count_params=True, num_classes=10,
+                         recipe_kwargs={'img_size': 32})
+    rows = {r.row.id: r for r in report.rows}
+    assert rows['rope_axial'].params is not None and rows['none'].params < rows['learned'].params
+    if not _has_kwarg('vit_tiny_cope', 'cope_positions'):
+        assert rows['cope_grid'].params is None and 'cope_positions' in rows['cope_grid'].params_error
+        assert 'cope_grid: parameters not counted' in format_table_report(report)
 
 
 @pytest.mark.parametrize('breakage, message', [

@@ -87,7 +87,7 @@ def test_train_py_one_epoch(one_epoch_runs, model):
 
 
 def test_recipes_agree_with_the_paper_tables():
-    from timm_posembed.data.prepare import DATASET_NUM_CLASSES
+    from timm_posembed.data.dataset_facts import DATASET_NUM_CLASSES
     from timm_posembed.paper_tables import load_paper_tables
     for table in load_paper_tables().values():
         recipe = load_recipe(RECIPES / table.recipe)
@@ -99,7 +99,7 @@ def test_recipes_agree_with_the_paper_tables():
 
 def test_driver_dry_run_lists_every_row(capsys):
     from timm_posembed.paper_tables import paper_table
-    from timm_posembed.reproduce import table_driver_main
+    from timm_posembed.commands.drivers import table_driver_main
     _train_py()  # the driver resolves train.py even for a dry run
     assert table_driver_main('seed001-8', RECIPES, ['--dry-run', '--nproc', '2', '--', '--amp']) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith('[seed001-8/')]

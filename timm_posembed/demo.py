@@ -4,27 +4,28 @@ Training data is generated, so the demo needs no download: each image is noise w
 label is the quadrant the square is in. Only *where* the square is decides the class, so a ViT without any
 position information cannot beat chance (25%), which the demo shows with timm's ViT built with
 ``pos_embed='none'``; ViTs with a learned embedding or COPE, and the convolutional models, learn it.
+
+Each row is trained with several seeds, and each model is compared with its timm baseline (from the model
+catalog) by the report's rule: a difference is outside the seed-to-seed spread when the two rows' mean ± std
+intervals do not overlap (``timm_posembed.report.spread_verdict``).
 """
+import statistics
 import time
-from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Tuple
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import timm
 import torch
 import torch.nn.functional as F
 
 
-__all__ = ['QuadrantDataset', 'DemoRun', 'train_and_evaluate', 'DEFAULT_TRAINING_PAIRS']
+__all__ = ['QuadrantDataset', 'DemoRun', 'DemoRow', 'train_and_evaluate', 'training_rows', 'DEMO_MODELS',
+           'NO_POSITION']
 
-# (model name, model kwargs) trained by default; each new model next to its timm baseline.
-DEFAULT_TRAINING_PAIRS: Tuple[Tuple[str, Dict], ...] = (
-    ('vit_tiny_cope', {}),
-    ('vit_tiny_patch16_224', {}),
-    ('vit_tiny_patch16_224', {'pos_embed': 'none'}),
-    ('vit_tiny_supertoken_conv', {}),
-    ('coat_lite_clustering', {}),
-    ('coat_lite_tiny', {}),
-)
+# The package's models the demo trains: the smallest of each family. Their baselines come from the model catalog.
+DEMO_MODELS: Tuple[str, ...] = ('vit_tiny_cope', 'vit_tiny_supertoken_conv', 'coat_lite_clustering')
+# The control row: COPE's baseline ViT with its position embedding removed.
+NO_POSITION: Dict[str, str] = {'pos_embed': 'none'}
 
 
 class QuadrantDataset:
@@ -56,6 +57,48 @@ class DemoRun:
     train_seconds: float
     final_loss: float
     accuracy: float
+    seed: int = 0
+
+
+@dataclass
+class DemoRow:
+    """One trained configuration: its runs (one per seed) and the row it is compared with."""
+    model: str
+    model_kwargs: Dict
+    compared_with: Optional[Tuple[str, Tuple]] = None  # key of the baseline row, None for a baseline
+    runs: List[DemoRun] = field(default_factory=list)
+
+    @property
+    def key(self) -> Tuple[str, Tuple]:
+        return self.model, tuple(sorted(self.model_kwargs.items()))
+
+    @property
+    def label(self) -> str:
+        kwargs = ','.join(f'{k}={v}' for k, v in self.model_kwargs.items())
+        return self.model + (f'({kwargs})' if kwargs else '')
+
+    def accuracies(self) -> List[float]:
+        return [r.accuracy for r in self.runs]
+
+    def mean_std(self) -> Tuple[float, Optional[float]]:
+        values = self.accuracies()
+        return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
+
+
+def training_rows(models: Sequence[str] = DEMO_MODELS) -> List[DemoRow]:
+    """Each model, then its timm baseline (the catalog's ``ModelInfo.baseline``; once, if models share it), then
+    for COPE's baseline the same ViT without a position embedding, compared with the baseline."""
+    from timm_posembed.models import model_info
+    rows: Dict[Tuple[str, Tuple], DemoRow] = {}
+    for name in models:
+        baseline = DemoRow(model_info(name).baseline, {})
+        ours = DemoRow(name, {}, compared_with=baseline.key)
+        rows.setdefault(ours.key, ours)
+        rows.setdefault(baseline.key, baseline)
+        if 'cope' in name:
+            control = DemoRow(baseline.model, dict(NO_POSITION), compared_with=baseline.key)
+            rows.setdefault(control.key, control)
+    return list(rows.values())
 
 
 def train_and_evaluate(
@@ -105,4 +148,5 @@ def train_and_evaluate(
         train_seconds=seconds,
         final_loss=loss.item(),
         accuracy=correct / total,
+        seed=seed,
     )

@@ -1,5 +1,7 @@
 """ The seed papers' result tables (``data/paper_tables.yaml``): which model reproduces each row, with which recipe,
-and what the paper reported. Read by the table drivers (``timm_posembed.reproduce``) and ``timm-posembed report``.
+and what the paper reported. Read by the table drivers (``timm_posembed.commands.drivers``) and
+``timm-posembed report``. A table's class count comes from the dataset facts (``data/dataset_facts.py``), the one
+place that knows them; nothing here reads the dataset preparation code.
 """
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -39,9 +41,11 @@ class PaperTable:
     recipe: str  # file name in benchmarks/recipes/
     rows: Tuple[PaperRow, ...]
     notes: Tuple[str, ...] = field(default_factory=tuple)
+    baseline: Optional[str] = None  # id of the row the others are compared with (inside / outside the spread)
 
     @property
     def num_classes(self) -> int:
+        # the dataset's class count: runs with another head belong to another dataset
         return DATASET_NUM_CLASSES[self.dataset]
 
     def row(self, row_id: str) -> PaperRow:
@@ -56,8 +60,11 @@ _ROW_KEYS = {'id', 'label', 'model', 'model_kwargs', 'paper', 'epochs'}
 
 def _parse_table(table_id: str, raw: Dict[str, Any]) -> PaperTable:
     where = f'{PAPER_TABLES_FILE.name}: table {table_id}'
-    if raw.get('dataset') not in DATASET_NUM_CLASSES:
-        raise ValueError(f'{where}: dataset must be one of {sorted(DATASET_NUM_CLASSES)}, got {raw.get("dataset")!r}')
+    for key in ('title', 'seed', 'dataset', 'recipe'):
+        if key not in raw:
+            raise ValueError(f'{where}: missing key {key!r}')
+    if raw['dataset'] not in DATASET_NUM_CLASSES:
+        raise ValueError(f'{where}: dataset must be one of {sorted(DATASET_NUM_CLASSES)}, got {raw["dataset"]!r}')
     rows = []
     for i, r in enumerate(raw.get('rows') or []):
         unknown = set(r) - _ROW_KEYS
@@ -72,9 +79,13 @@ def _parse_table(table_id: str, raw: Dict[str, Any]) -> PaperTable:
     ids = [r.id for r in rows]
     if not rows or len(set(ids)) != len(ids):
         raise ValueError(f'{where}: needs rows with unique ids, got {ids}')
+    baseline = raw.get('baseline')
+    if baseline is not None and baseline not in ids:
+        raise ValueError(f'{where}: baseline {baseline!r} is not one of its rows {ids}')
     return PaperTable(
-        id=table_id, title=str(raw['title']), seed=str(raw['seed']), dataset=raw['dataset'],
-        recipe=str(raw['recipe']), rows=tuple(rows), notes=tuple(raw.get('notes') or ()),
+        id=table_id, title=str(raw['title']), seed=str(raw['seed']), dataset=str(raw['dataset']),
+        recipe=str(raw['recipe']), rows=tuple(rows),
+        notes=tuple(raw.get('notes') or ()), baseline=baseline,
     )
 
 

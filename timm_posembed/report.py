@@ -3,7 +3,17 @@ numbers beside the paper's, and into training-curve plots like seed 001's figure
 
 A run belongs to a table row when its model and ``--model-kwargs`` are the row's, its class count is the table's
 dataset's, and its epochs are the row's (rows without epochs take the recipe's, i.e. any run not claimed by a row
-of the same configuration that sets epochs). Several runs of one row (other seeds) are averaged.
+of the same configuration that sets epochs). Several runs of one row (other seeds) are averaged: mean ± sample
+standard deviation over the runs, and n. Runs trained with another recipe than the table's (a smaller study, e.g.
+on Fashion-MNIST at 32 px) are placed by that recipe's class count and the ``model_kwargs`` it adds to every row.
+
+Inside or outside the spread: a row's difference to the table's baseline row, Δ = mean − baseline mean, is
+*outside the spread* when |Δ| > std + baseline std, i.e. the two rows' mean ± std intervals do not overlap, and
+*inside* otherwise; it needs at least two runs in both rows (with one run there is no spread to compare with).
+This is a deliberately plain rule, not a significance test: with three seeds a difference outside it is worth a
+longer run, one inside it is not evidence either way.
+
+The runs themselves are read by ``timm_posembed.train_runs`` (partial last lines skipped, NaN epochs never best).
 """
 import csv
 import json
@@ -11,114 +21,17 @@ import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
-
-import yaml
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from timm_posembed.paper_tables import PaperRow, PaperTable
+from timm_posembed.train_runs import Run, RunFormatError, load_run, load_runs
 
 __all__ = [
     'RunFormatError', 'Run', 'RowResult', 'TableReport', 'load_run', 'load_runs', 'match_table',
-    'format_table_report', 'format_runs_report', 'plot_curves', 'REPORT_FORMATS',
+    'format_table_report', 'format_runs_report', 'plot_curves', 'REPORT_FORMATS', 'spread_verdict',
 ]
 
 REPORT_FORMATS = ('markdown', 'json', 'csv')
-SUMMARY_FILE, ARGS_FILE = 'summary.csv', 'args.yaml'
-_REQUIRED_COLUMNS = ('epoch', 'train_loss', 'eval_top1')
-
-
-class RunFormatError(ValueError):
-    """A run folder is not a timm train.py output folder; the message says what is wrong."""
-
-
-@dataclass
-class Run:
-    path: Path
-    model: str
-    model_kwargs: Dict[str, Any]
-    epochs_planned: int
-    num_classes: Optional[int]
-    seed: Optional[int]
-    history: List[Dict[str, float]]  # one dict per epoch, in epoch order
-
-    @property
-    def epochs_done(self) -> int:
-        return len(self.history)
-
-    @property
-    def complete(self) -> bool:
-        return self.epochs_done >= self.epochs_planned
-
-    @property
-    def best_top1(self) -> float:
-        """Best epoch's top-1, the number timm's train.py reports and keeps as model_best."""
-        return max(h['eval_top1'] for h in self.history)
-
-    @property
-    def last_top1(self) -> float:
-        return self.history[-1]['eval_top1']
-
-    def column(self, name: str) -> List[Tuple[int, float]]:
-        return [(int(h['epoch']), h[name]) for h in self.history if name in h and not math.isnan(h[name])]
-
-
-def load_run(run_dir: Path) -> Run:
-    run_dir = Path(run_dir)
-    args_path, summary_path = run_dir / ARGS_FILE, run_dir / SUMMARY_FILE
-    for p in (args_path, summary_path):
-        if not p.is_file():
-            raise RunFormatError(
-                f'{run_dir} has no {p.name}; expected a timm train.py output folder holding {ARGS_FILE} and '
-                f'{SUMMARY_FILE}')
-    try:
-        args = yaml.safe_load(args_path.read_text())
-    except yaml.YAMLError as e:
-        raise RunFormatError(f'{args_path} is not valid YAML: {e}') from e
-    if not isinstance(args, dict) or 'model' not in args or 'epochs' not in args:
-        raise RunFormatError(f'{args_path} lacks "model" / "epochs"; is it the args.yaml train.py writes?')
-    with summary_path.open(newline='') as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in _REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise RunFormatError(
-                f'{summary_path} lacks columns {missing} (has {reader.fieldnames}); a run without a validation '
-                f'split has no eval_top1')
-        by_epoch: Dict[int, Dict[str, float]] = {}
-        for line_no, row in enumerate(reader, 2):
-            try:
-                values = {k: float(v) for k, v in row.items() if k is not None and v not in (None, '')}
-                by_epoch[int(values['epoch'])] = values  # a resumed run may repeat epochs: the last one counts
-            except (KeyError, ValueError) as e:
-                raise RunFormatError(f'{summary_path}:{line_no}: not a numeric summary row ({row})') from e
-    if not by_epoch:
-        raise RunFormatError(f'{summary_path} has no epochs yet')
-    return Run(
-        path=run_dir,
-        model=str(args['model']),
-        model_kwargs=dict(args.get('model_kwargs') or {}),
-        epochs_planned=int(args['epochs']) + int(args.get('cooldown_epochs') or 0),
-        num_classes=args.get('num_classes'),
-        seed=args.get('seed'),
-        history=[by_epoch[e] for e in sorted(by_epoch)],
-    )
-
-
-def load_runs(paths: Iterable[Path]) -> List[Run]:
-    """Runs in ``paths``: each is a run folder, or a folder whose sub-folders are run folders."""
-    runs = []
-    for path in map(Path, paths):
-        if (path / SUMMARY_FILE).is_file():
-            runs.append(load_run(path))
-            continue
-        if not path.is_dir():
-            raise RunFormatError(f'{path} is not a folder')
-        children = sorted(p for p in path.iterdir() if (p / SUMMARY_FILE).is_file())
-        if not children:
-            raise RunFormatError(
-                f'{path} has no {SUMMARY_FILE} and no sub-folder with one; pass train.py output folders '
-                f'(OUTPUT/<experiment>/) or their parent')
-        runs.extend(load_run(p) for p in children)
-    return runs
 
 
 @dataclass
@@ -126,13 +39,28 @@ class RowResult:
     row: PaperRow
     runs: List[Run] = field(default_factory=list)
     params: Optional[int] = None  # our parameter count of the row's configuration
+    params_error: str = ''  # why the row's model could not be built to count them
+
+    def top1_values(self) -> List[float]:
+        return [r.best_top1 for r in self.runs]
 
     def top1(self) -> Tuple[Optional[float], Optional[float]]:
         """(mean, std) over the runs of the best-epoch top-1; std is None for a single run."""
-        values = [r.best_top1 for r in self.runs]
+        values = self.top1_values()
         if not values:
             return None, None
         return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
+
+
+def spread_verdict(values: Sequence[float], baseline_values: Sequence[float]) -> Optional[str]:
+    """``'outside'`` / ``'inside'`` the spread for two sets of runs' results (see the module docstring for the
+    rule), or None when either has fewer than two finite values."""
+    values = [v for v in values if not math.isnan(v)]
+    baseline_values = [v for v in baseline_values if not math.isnan(v)]
+    if len(values) < 2 or len(baseline_values) < 2:
+        return None
+    delta = statistics.fmean(values) - statistics.fmean(baseline_values)
+    return 'outside' if abs(delta) > statistics.stdev(values) + statistics.stdev(baseline_values) else 'inside'
 
 
 @dataclass
@@ -140,12 +68,18 @@ class TableReport:
     table: PaperTable
     rows: List[RowResult]
     unmatched: List[Run]
+    num_classes: int = 0  # of the runs placed here: the table's, or the study recipe's
+    recipe_kwargs: Dict[str, Any] = field(default_factory=dict)  # what the study recipe added to every row
+
+    @property
+    def baseline(self) -> Optional[RowResult]:
+        return next((r for r in self.rows if r.row.id == self.table.baseline), None)
 
 
-def _row_for(table: PaperTable, run: Run) -> Optional[PaperRow]:
-    if run.num_classes is not None and int(run.num_classes) != table.num_classes:
+def _row_for(table: PaperTable, run: Run, num_classes: int, recipe_kwargs: Dict[str, Any]) -> Optional[PaperRow]:
+    if run.num_classes is not None and int(run.num_classes) != num_classes:
         return None
-    candidates = [r for r in table.rows if r.matches(run.model, run.model_kwargs)]
+    candidates = [r for r in table.rows if r.matches(run.model, _without(run.model_kwargs, recipe_kwargs, r))]
     explicit = [r for r in candidates if r.epochs is not None and r.epochs == run.epochs_planned]
     if explicit:
         return explicit[0]
@@ -154,11 +88,27 @@ def _row_for(table: PaperTable, run: Run) -> Optional[PaperRow]:
     return default[0] if default else None
 
 
-def match_table(table: PaperTable, runs: Sequence[Run], count_params: bool = True) -> TableReport:
+def _without(run_kwargs: Dict[str, Any], recipe_kwargs: Dict[str, Any], row: PaperRow) -> Dict[str, Any]:
+    """The run's kwargs less those the recipe gave every row (the drivers merge them, the row's winning)."""
+    return {k: v for k, v in run_kwargs.items()
+            if k in row.model_kwargs or k not in recipe_kwargs or recipe_kwargs[k] != v}
+
+
+def match_table(
+        table: PaperTable,
+        runs: Sequence[Run],
+        count_params: bool = True,
+        num_classes: Optional[int] = None,
+        recipe_kwargs: Optional[Dict[str, Any]] = None,
+) -> TableReport:
+    """Place ``runs`` in the table's rows. ``num_classes`` and ``recipe_kwargs``: for runs of another recipe than
+    the table's (its ``num_classes`` and ``model_kwargs``); parameters are then counted at that configuration."""
+    num_classes = table.num_classes if num_classes is None else int(num_classes)
+    recipe_kwargs = dict(recipe_kwargs or {})
     results = {r.id: RowResult(r) for r in table.rows}
     unmatched = []
     for run in runs:
-        row = _row_for(table, run)
+        row = _row_for(table, run, num_classes, recipe_kwargs)
         if row is None:
             unmatched.append(run)
         else:
@@ -166,9 +116,15 @@ def match_table(table: PaperTable, runs: Sequence[Run], count_params: bool = Tru
     if count_params:
         from timm_posembed.complexity import model_complexity
         for result in results.values():
-            result.params = model_complexity(
-                result.row.model, num_classes=table.num_classes, **result.row.model_kwargs).params
-    return TableReport(table, list(results.values()), unmatched)
+            kwargs = {**recipe_kwargs, **result.row.model_kwargs}
+            size = kwargs.get('img_size')
+            input_size = (3, size, size) if isinstance(size, int) else None
+            try:
+                result.params = model_complexity(
+                    result.row.model, input_size=input_size, num_classes=num_classes, **kwargs).params
+            except (TypeError, ValueError, RuntimeError) as e:  # e.g. a kwarg this timm / package lacks
+                result.params_error = f'{type(e).__name__}: {e}'
+    return TableReport(table, list(results.values()), unmatched, num_classes, recipe_kwargs)
 
 
 def _fmt(value: Optional[float], digits: int = 2) -> str:
@@ -183,12 +139,19 @@ def _paper_params(paper: Dict[str, float]) -> str:
     return '—'
 
 
+def _other_dataset(report: TableReport) -> bool:
+    return report.num_classes != report.table.num_classes or bool(report.recipe_kwargs)
+
+
 def _table_records(report: TableReport) -> List[Dict[str, Any]]:
     records = []
+    baseline = report.baseline
+    comparable = not _other_dataset(report)  # our numbers on another dataset / size are not the paper's setting
     for result in report.rows:
         mean, std = result.top1()
         paper_top1 = result.row.paper.get('top1')
         runs = result.runs
+        base_mean = baseline.top1()[0] if baseline is not None else None
         records.append({
             'row': result.row.id,
             'label': result.row.label,
@@ -197,36 +160,59 @@ def _table_records(report: TableReport) -> List[Dict[str, Any]]:
             'paper_top1': paper_top1,
             'ours_top1': mean,
             'ours_top1_std': std,
-            'delta_top1': None if mean is None or paper_top1 is None else mean - paper_top1,
+            'delta_top1': None if mean is None or paper_top1 is None or not comparable else mean - paper_top1,
             'ours_last_top1': statistics.fmean(r.last_top1 for r in runs) if runs else None,
             'epochs_done': min((r.epochs_done for r in runs), default=None),
             'epochs_planned': max((r.epochs_planned for r in runs), default=None),
             'num_runs': len(runs),
+            'seeds': [r.seed for r in runs],
+            'vs_baseline': None if mean is None or base_mean is None or result is baseline else mean - base_mean,
+            'vs_baseline_spread': None if baseline is None or result is baseline else spread_verdict(
+                result.top1_values(), baseline.top1_values()),
             'paper_params': result.row.paper.get('params'),
             'paper_params_m': result.row.paper.get('params_m'),
             'ours_params': result.params,
+            'params_error': result.params_error or None,
             'paper_train_img_s': result.row.paper.get('train_img_s'),
             'run_dirs': [str(r.path) for r in runs],
         })
     return records
 
 
+def _vs_baseline_cell(rec: Dict[str, Any], baseline_id: Optional[str]) -> str:
+    if rec['row'] == baseline_id:
+        return '(baseline)'
+    if rec['vs_baseline'] is None:
+        return '—'
+    verdict = {'inside': 'inside the spread', 'outside': 'outside the spread', None: 'no spread (n < 2)'}
+    return f'{rec["vs_baseline"]:+.2f} ({verdict[rec["vs_baseline_spread"]]})'
+
+
 def format_table_report(report: TableReport, fmt: str = 'markdown') -> str:
     """The paper's table with our numbers beside it, as markdown (default), json or csv."""
     records = _table_records(report)
     if fmt == 'json':
-        return json.dumps({'table': report.table.id, 'title': report.table.title, 'rows': records,
-                           'unmatched_runs': [str(r.path) for r in report.unmatched]}, indent=2)
+        return json.dumps({'table': report.table.id, 'title': report.table.title, 'baseline': report.table.baseline,
+                           'num_classes': report.num_classes, 'recipe_kwargs': report.recipe_kwargs,
+                           'rows': records, 'unmatched_runs': [str(r.path) for r in report.unmatched]}, indent=2)
     if fmt == 'csv':
         return _to_csv([{k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in rec.items()}
                         for rec in records])
     if fmt != 'markdown':
         raise ValueError(f'format must be one of {REPORT_FORMATS}, got {fmt!r}')
 
+    table = report.table
     has_throughput = any(rec['paper_train_img_s'] is not None for rec in records)
-    header = ['Row', 'Model', 'Paper top-1 (%)', 'Ours top-1 (%)', 'Δ', 'Ours last epoch (%)', 'Epochs', 'Runs',
-              'Paper params', 'Ours params'] + (['Paper train img/s'] if has_throughput else [])
-    lines = [f'### {report.table.title}', '', _md_row(header), _md_row(['---'] * len(header))]
+    header = ['Row', 'Model', f'Paper top-1 (%), {table.dataset}', 'Ours top-1 (%), mean ± std', 'Δ vs paper',
+              'Ours last epoch (%)', 'Epochs', 'Runs (n)', 'Paper params', 'Ours params']
+    header += (['Paper train img/s'] if has_throughput else []) + ['Ours: Δ vs baseline row']
+    lines = [f'### {table.title}', '']
+    if _other_dataset(report):
+        lines += [f'**Our runs are not the paper\'s setting**: {report.num_classes} classes'
+                  + (f', every row with {_kwargs_text(report.recipe_kwargs)}' if report.recipe_kwargs else '')
+                  + f'. The paper\'s columns are the paper\'s numbers on {table.dataset} ({table.num_classes} '
+                    f'classes); compare our rows with each other, not with them.', '']
+    lines += [_md_row(header), _md_row(['---'] * len(header))]
     for rec, result in zip(records, report.rows):
         ours = _fmt(rec['ours_top1'])
         if rec['ours_top1_std'] is not None:
@@ -244,17 +230,28 @@ def format_table_report(report: TableReport, fmt: str = 'markdown') -> str:
         ]
         if has_throughput:
             cells.append('—' if rec['paper_train_img_s'] is None else f'{rec["paper_train_img_s"]:g}')
+        cells.append(_vs_baseline_cell(rec, table.baseline))
         lines.append(_md_row(cells))
     lines.append('')
-    lines += [f'- {note}' for note in report.table.notes]
-    lines.append('- Ours top-1: best epoch of train.py\'s validation (mean ± std over runs); Δ = ours − paper.')
+    lines += [f'- {note}' for note in table.notes]
+    lines.append('- Ours top-1: best epoch of train.py\'s validation, mean ± sample std over the runs (seeds) of the '
+                 'row; Δ vs paper = ours − paper (only in the paper\'s setting).')
+    if table.baseline:
+        lines.append(f'- Δ vs baseline row = ours − ours of `{table.baseline}`; outside the spread when |Δ| > std + '
+                     f'baseline std (the mean ± std intervals do not overlap), inside otherwise; needs n ≥ 2 in both.')
     for rec in records:
+        if rec['params_error']:
+            lines.append(f'- {rec["row"]}: parameters not counted ({rec["params_error"]})')
         for d in rec['run_dirs']:
             lines.append(f'- run `{d}` → {rec["row"]}')
     for run in report.unmatched:
         lines.append(f'- not in this table: `{run.path}` ({run.model} {run.model_kwargs}, '
                      f'{run.num_classes} classes, {run.epochs_planned} epochs)')
     return '\n'.join(lines)
+
+
+def _kwargs_text(kwargs: Dict[str, Any]) -> str:
+    return ', '.join(f'{k}={v}' for k, v in kwargs.items())
 
 
 def format_runs_report(

@@ -1,33 +1,35 @@
 """ Launching timm's train.py for the benchmarks: every row of a paper table (``benchmarks/train_<table>.py``) or
-every model of the package beside its baseline (``benchmarks/fashion_mnist_sanity.py``).
+every model of the package beside its baseline (``benchmarks/fashion_mnist_sanity.py``). The drivers' command line
+is ``timm_posembed.commands.drivers``; this module only builds and runs train.py commands.
 
 A run is ``train.py --config RECIPE --model M --model-kwargs ...``, under ``torchrun`` when several processes are
-asked for. The recipe's ``batch_size`` is the global batch: it is split over the processes so a row trains with the
-same optimisation whatever the GPU count. Each run writes to ``OUTPUT/<run name>/`` (``summary.csv``,
-``args.yaml``, checkpoints); the name is derived from the configuration, so a row shared by several tables (e.g.
-the proposed model of seed 001's tables 6, 7 and 8) is trained once and a finished run is never repeated.
+asked for (on one node or several). The recipe's ``batch_size`` is the global batch: it is split over all the
+processes of all the nodes, so a row trains with the same optimisation whatever the GPU count. Each run writes to
+``OUTPUT/<run name>/`` (``summary.csv``, ``args.yaml``, checkpoints); the name is derived from the configuration,
+so a row shared by several tables (e.g. the proposed model of seed 001's tables 6, 7 and 8) is trained once and a
+finished run is never repeated.
 
 timm's train.py is run with ``PYTHONSAFEPATH=1`` so that the ``timm/`` folder next to it in the repository does not
 shadow the installed timm this package is tested against (Python >= 3.11; older Pythons import the repository's).
 """
-import argparse
 import csv
 import os
+import shlex
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import yaml
 
-from timm_posembed.paper_tables import PaperTable, paper_table
-from timm_posembed.settings import TIMM_REPO_ENV, resolve_timm_script
+from timm_posembed.paper_tables import PaperTable
+from timm_posembed.settings import resolve_timm_script
 
 __all__ = [
-    'RunSpec', 'RunOutcome', 'load_recipe', 'run_name', 'train_command', 'train_env', 'runs_for_table', 'run_specs',
-    'table_driver_main', 'sanity_driver_main',
+    'RunSpec', 'RunOutcome', 'Launch', 'load_recipe', 'run_name', 'train_command', 'train_env', 'runs_for_table',
+    'run_specs', 'Runner',
 ]
 
 
@@ -38,6 +40,53 @@ class RunSpec:
     model_kwargs: Dict[str, Any] = field(default_factory=dict)
     epochs: Optional[int] = None  # None: the recipe's
     label: str = ''
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How train.py is started: one process, or ``torchrun`` with ``nproc`` processes on each of ``nnodes`` nodes.
+
+    Several nodes need a rendezvous: ``rdzv_endpoint`` (``HOST:PORT`` of the first node), the same on every node,
+    and each node's ``node_rank`` (with the static rendezvous) or a shared ``rdzv_id`` with ``rdzv_backend='c10d'``.
+    The node count must be a number, not torchrun's elastic ``MIN:MAX``: the global batch is split over a fixed
+    number of processes.
+    """
+    nproc: int = 1
+    nnodes: int = 1
+    node_rank: Optional[int] = None
+    rdzv_endpoint: Optional[str] = None
+    rdzv_backend: Optional[str] = None
+    rdzv_id: Optional[str] = None
+
+    def __post_init__(self):
+        if self.nproc < 1 or self.nnodes < 1:
+            raise ValueError(f'nproc and nnodes must be >= 1, got nproc={self.nproc}, nnodes={self.nnodes}')
+        if self.nnodes > 1 and not self.rdzv_endpoint:
+            raise ValueError(f'nnodes={self.nnodes} needs rdzv_endpoint=HOST:PORT (the first node\'s address, the '
+                             f'same on every node)')
+        if self.nnodes > 1 and self.node_rank is None and self.rdzv_backend in (None, 'static'):
+            raise ValueError('several nodes need node_rank (0 .. nnodes-1) on each node, or rdzv_backend="c10d" '
+                             'with a shared rdzv_id')
+        if self.node_rank is not None and not 0 <= self.node_rank < self.nnodes:
+            raise ValueError(f'node_rank must be in 0..{self.nnodes - 1}, got {self.node_rank}')
+
+    @property
+    def world_size(self) -> int:
+        return self.nproc * self.nnodes
+
+    def prefix(self) -> List[str]:
+        """The interpreter (and torchrun) part of the argv."""
+        if self.world_size == 1:
+            return [sys.executable]
+        argv = [sys.executable, '-m', 'torch.distributed.run', f'--nproc-per-node={self.nproc}']
+        if self.nnodes == 1:
+            return argv[:3] + ['--standalone'] + argv[3:]
+        argv += [f'--nnodes={self.nnodes}', f'--rdzv-endpoint={self.rdzv_endpoint}']
+        for flag, value in (('--node-rank', self.node_rank), ('--rdzv-backend', self.rdzv_backend),
+                            ('--rdzv-id', self.rdzv_id)):
+            if value is not None:
+                argv.append(f'{flag}={value}')
+        return argv
 
 
 def load_recipe(path: Path) -> Dict[str, Any]:
@@ -75,19 +124,17 @@ def train_command(
         seed: Optional[int] = None,
         resume: Optional[Path] = None,
         extra_args: Sequence[str] = (),
+        launch: Optional[Launch] = None,
 ) -> List[str]:
-    """The argv that trains ``spec`` with the recipe, under torchrun when ``nproc > 1``."""
+    """The argv that trains ``spec`` with the recipe, under torchrun when ``launch`` (or ``nproc > 1``) asks for
+    several processes."""
     recipe = load_recipe(recipe_path)
-    if nproc < 1:
-        raise ValueError(f'nproc must be >= 1, got {nproc}')
-    if recipe['batch_size'] % nproc:
+    launch = launch or Launch(nproc=nproc)
+    if recipe['batch_size'] % launch.world_size:
         raise ValueError(
-            f'the recipe\'s global batch {recipe["batch_size"]} does not split evenly over {nproc} processes')
-    if nproc > 1:
-        launcher = [sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={nproc}']
-    else:
-        launcher = [sys.executable]
-    argv = launcher + [str(train_py), '--config', str(recipe_path), '--model', spec.model]
+            f'the recipe\'s global batch {recipe["batch_size"]} does not split evenly over {launch.world_size} '
+            f'processes')
+    argv = launch.prefix() + [str(train_py), '--config', str(recipe_path), '--model', spec.model]
     model_kwargs = {**(recipe.get('model_kwargs') or {}), **spec.model_kwargs}
     if model_kwargs:  # the CLI value replaces the recipe's dict, so pass the merged one
         argv += ['--model-kwargs'] + [f'{k}={_format_kwarg(v)}' for k, v in model_kwargs.items()]
@@ -95,8 +142,8 @@ def train_command(
         argv += ['--data-dir', str(data_dir)]
     if spec.epochs is not None:
         argv += ['--epochs', str(spec.epochs)]
-    if nproc > 1:
-        argv += ['--batch-size', str(recipe['batch_size'] // nproc)]
+    if launch.world_size > 1:
+        argv += ['--batch-size', str(recipe['batch_size'] // launch.world_size)]
     if seed is not None:
         argv += ['--seed', str(seed)]
     if resume is not None:
@@ -121,12 +168,21 @@ def _completed_epochs(summary: Path) -> int:
         return len({row.get('epoch') for row in csv.DictReader(f)})
 
 
+# Runs one train.py argv with an environment and returns its exit status; the default starts a process.
+Runner = Callable[[List[str], Dict[str, str]], int]
+
+
+def _subprocess_runner(argv: List[str], env: Dict[str, str]) -> int:
+    return subprocess.run(argv, env=env).returncode
+
+
 @dataclass
 class RunOutcome:
     spec: RunSpec
     run_dir: Path
     status: str  # 'done' (complete before this call), 'trained', 'failed', 'unfinished' (not resumed), 'dry-run'
     wall_s: float = 0.0
+    seed: Optional[int] = None
 
 
 def run_specs(
@@ -140,123 +196,45 @@ def run_specs(
         resume: bool = False,
         dry_run: bool = False,
         extra_args: Sequence[str] = (),
+        launch: Optional[Launch] = None,
+        runner: Optional[Runner] = None,
 ) -> List[RunOutcome]:
-    """Train every spec in turn (skipping finished runs); keeps going after a failed run and reports it."""
+    """Train every spec in turn (skipping finished runs); keeps going after a failed run and reports it.
+    ``runner`` replaces the process start (e.g. a test harness running train.py's ``main()`` in one process)."""
+    runner = runner or _subprocess_runner
     train_py = resolve_timm_script('train.py', timm_repo)
     recipe = load_recipe(recipe_path)
     outcomes = []
     for spec in specs:
         name = run_name(recipe_path, spec, recipe, seed)
         run_dir = output / name
+        tag = (spec.label or spec.model) + ('' if seed is None else f' seed {seed}')
         planned = spec.epochs or recipe['epochs']
         done = _completed_epochs(run_dir / 'summary.csv')
         if done >= planned:
-            print(f'[{spec.label or spec.model}] {run_dir}: complete ({done} epochs), not re-run', flush=True)
-            outcomes.append(RunOutcome(spec, run_dir, 'done'))
+            print(f'[{tag}] {run_dir}: complete ({done} epochs), not re-run', flush=True)
+            outcomes.append(RunOutcome(spec, run_dir, 'done', seed=seed))
             continue
         resume_from = None
         if done:
             if not resume:
-                print(f'[{spec.label or spec.model}] {run_dir} holds an unfinished run ({done}/{planned} epochs): '
-                      f'pass --resume to continue it from its last.pth.tar, or delete the folder to start over',
+                print(f'[{tag}] {run_dir} holds an unfinished run ({done}/{planned} epochs): pass --resume to '
+                      f'continue it from its last.pth.tar, or delete the folder to start over',
                       file=sys.stderr, flush=True)
-                outcomes.append(RunOutcome(spec, run_dir, 'unfinished'))
+                outcomes.append(RunOutcome(spec, run_dir, 'unfinished', seed=seed))
                 continue
             resume_from = run_dir / 'last.pth.tar'
         argv = train_command(
             train_py, recipe_path, spec, output, name, data_dir=data_dir, nproc=nproc, seed=seed,
-            resume=resume_from, extra_args=extra_args)
-        print(f'[{spec.label or spec.model}] ' + ' '.join(argv), flush=True)
+            resume=resume_from, extra_args=extra_args, launch=launch)
+        print(f'[{tag}] ' + shlex.join(argv), flush=True)  # a shell command, copy-pasteable
         if dry_run:
-            outcomes.append(RunOutcome(spec, run_dir, 'dry-run'))
+            outcomes.append(RunOutcome(spec, run_dir, 'dry-run', seed=seed))
             continue
         start = time.perf_counter()
-        rc = subprocess.run(argv, env=train_env()).returncode
-        outcomes.append(RunOutcome(spec, run_dir, 'trained' if rc == 0 else 'failed', time.perf_counter() - start))
+        rc = runner(argv, train_env())
+        outcomes.append(RunOutcome(spec, run_dir, 'trained' if rc == 0 else 'failed', time.perf_counter() - start,
+                                   seed=seed))
         if rc:
-            print(f'[{spec.label or spec.model}] train.py exited with {rc}', file=sys.stderr, flush=True)
+            print(f'[{tag}] train.py exited with {rc}', file=sys.stderr, flush=True)
     return outcomes
-
-
-def _driver_parser(description: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description)
-    p.add_argument('--data-dir', type=Path, help='prepared dataset (DST of `timm-posembed prepare ...`)')
-    p.add_argument('--timm-repo', default=None,
-                   help=f'checkout of timm\'s git repository holding train.py (default: ${TIMM_REPO_ENV})')
-    p.add_argument('--output', type=Path, default=Path('output/benchmarks'),
-                   help='parent folder of the runs (default: %(default)s)')
-    p.add_argument('--nproc', type=int, default=1,
-                   help='processes (GPUs) per run, through torchrun; the recipe\'s batch is split over them')
-    p.add_argument('--seed', type=int, default=None, help='override the recipe\'s seed')
-    p.add_argument('--resume', action='store_true', help='continue unfinished runs from their last.pth.tar')
-    p.add_argument('--dry-run', action='store_true', help='print the train.py commands only')
-    p.add_argument('train_args', nargs=argparse.REMAINDER,
-                   help='after "--": more train.py arguments, e.g. -- --amp --amp-dtype bfloat16 --workers 8')
-    return p
-
-
-def _extra(args) -> List[str]:
-    extra = list(args.train_args)
-    return extra[1:] if extra[:1] == ['--'] else extra
-
-
-def _finish(outcomes: List[RunOutcome]) -> int:
-    failed = [o for o in outcomes if o.status in ('failed', 'unfinished')]
-    for o in failed:
-        print(f'{o.status.upper()}: {o.spec.label or o.spec.model} ({o.run_dir})', file=sys.stderr)
-    return 1 if failed else 0
-
-
-def table_driver_main(table_id: str, recipes_dir: Path, argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of ``benchmarks/train_<table>.py``: train the table's rows, then print the report."""
-    table = paper_table(table_id)
-    p = _driver_parser(f'{table.title}. Trains every row with timm\'s train.py and benchmarks/recipes/{table.recipe}, '
-                       f'then prints our numbers beside the paper\'s.')
-    p.add_argument('--rows', nargs='+', default=None, choices=[r.id for r in table.rows],
-                   help='train only these rows (default: all)')
-    args = p.parse_args(argv)
-    if args.data_dir is None and not args.dry_run:
-        p.error(f'--data-dir is required: the prepared {table.dataset} folder')
-    specs = [s for s, r in zip(runs_for_table(table), table.rows) if args.rows is None or r.id in args.rows]
-    outcomes = run_specs(
-        specs, Path(recipes_dir) / table.recipe, args.output, args.data_dir, timm_repo=args.timm_repo,
-        nproc=args.nproc, seed=args.seed, resume=args.resume, dry_run=args.dry_run, extra_args=_extra(args))
-    if not args.dry_run:
-        from timm_posembed.report import format_table_report, load_runs, match_table
-        runs = load_runs([o.run_dir for o in outcomes if (o.run_dir / 'summary.csv').is_file()])
-        print(format_table_report(match_table(table, runs)))
-    return _finish(outcomes)
-
-
-def sanity_driver_main(recipe_path: Path, argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of ``benchmarks/fashion_mnist_sanity.py``: each model of the package and its timm baseline."""
-    from timm_posembed.models import list_model_info
-    infos = list_model_info()
-    p = _driver_parser('Fashion-MNIST sanity run: every model of timm_posembed and its timm baseline, briefly, '
-                       f'through timm\'s train.py with {Path(recipe_path).name}.')
-    p.add_argument('--models', nargs='+', default=None,
-                   help='models of this package to run, each followed by its baseline (default: all)')
-    p.add_argument('--img-size', type=int, default=None, help='override the recipe\'s image size (data and model)')
-    p.add_argument('--epochs', type=int, default=None, help='override the recipe\'s epochs')
-    args = p.parse_args(argv)
-    if args.data_dir is None and not args.dry_run:
-        p.error('--data-dir is required: the folder made by `timm-posembed prepare fashion-mnist DST`')
-    known = {i.name: i for i in infos}
-    unknown = [m for m in args.models or [] if m not in known]
-    if unknown:
-        p.error(f'not models of this package: {unknown}; known: {sorted(known)}')
-    kwargs = {'img_size': args.img_size} if args.img_size else {}
-    names: List[str] = []
-    for info in (known[m] for m in args.models) if args.models else infos:
-        names += [n for n in (info.name, info.baseline) if n not in names]
-    specs = [RunSpec(n, dict(kwargs), args.epochs, label=n) for n in names]
-    extra = _extra(args) + (['--img-size', str(args.img_size)] if args.img_size else [])
-    outcomes = run_specs(
-        specs, Path(recipe_path), args.output, args.data_dir, timm_repo=args.timm_repo, nproc=args.nproc,
-        seed=args.seed, resume=args.resume, dry_run=args.dry_run, extra_args=extra)
-    if not args.dry_run:
-        from timm_posembed.report import format_runs_report, load_runs
-        runs = load_runs([o.run_dir for o in outcomes if (o.run_dir / 'summary.csv').is_file()])
-        wall = {o.run_dir: o.wall_s for o in outcomes if o.status == 'trained'}
-        print(format_runs_report(runs, baselines={i.name: i.baseline for i in infos}, wall_s=wall))
-    return _finish(outcomes)

@@ -4,8 +4,9 @@ import time
 import torch
 
 from ..bench import BenchConfig, bench_model
-from ..demo import DEFAULT_TRAINING_PAIRS, train_and_evaluate
+from ..demo import training_rows, train_and_evaluate
 from ..models import list_model_info
+from ..report import spread_verdict
 from ._table import format_table
 
 
@@ -18,6 +19,8 @@ def register(subparsers) -> None:
                     'prints held-out accuracy.',
     )
     p.add_argument('--steps', type=int, default=60, help='training steps per model (default 60)')
+    p.add_argument('--seeds', type=int, nargs='+', default=[0, 1], metavar='SEED',
+                   help='train every row once per seed (default: 0 1); rows are compared as mean ± std')
     p.add_argument('--img-size', type=int, default=32, help='training image size (default 32)')
     p.add_argument('--skip-table', action='store_true', help='skip part 1 (the model table)')
     p.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: torch\'s choice)')
@@ -53,27 +56,51 @@ def run(args) -> int:
                            'CPU img/s (batch 2)'), table))
         _log('')
 
-    pairs = DEFAULT_TRAINING_PAIRS
-    _log(f'[2/2] Training {len(pairs)} models from scratch for {args.steps} steps on generated '
-         f'{args.img_size}px images: the label is the quadrant holding a bright square (chance = 25%)')
-    runs = []
-    for i, (name, kwargs) in enumerate(pairs, 1):
-        label = name + (f'({",".join(f"{k}={v}" for k, v in kwargs.items())})' if kwargs else '')
+    seeds = list(dict.fromkeys(args.seeds))
+    rows = training_rows()
+    total = len(rows) * len(seeds)
+    _log(f'[2/2] Training {len(rows)} models from scratch, seeds {" ".join(map(str, seeds))}, {args.steps} steps '
+         f'each, on generated {args.img_size}px images: the label is the quadrant holding a bright square '
+         f'(chance = 25%)')
+    done = 0
+    for seed in seeds:  # seeds outer: an interrupted demo has every row at the same number of seeds
+        for row in rows:
+            done += 1
 
-        def progress(step: int, loss: float, label=label, i=i) -> None:
-            if step % 10 == 0 or step == args.steps:
-                print(f'\r  [{i}/{len(pairs)}] {label}: step {step}/{args.steps} loss {loss:.3f}', end='', flush=True)
+            def progress(step: int, loss: float, label=f'{row.label} seed {seed}', i=done) -> None:
+                if step % 10 == 0 or step == args.steps:
+                    print(f'\r  [{i}/{total}] {label}: step {step}/{args.steps} loss {loss:.3f}', end='', flush=True)
 
-        runs.append(train_and_evaluate(name, kwargs, img_size=args.img_size, steps=args.steps, progress=progress))
-        print(flush=True)
+            row.runs.append(train_and_evaluate(row.model, row.model_kwargs, img_size=args.img_size,
+                                               steps=args.steps, seed=seed, progress=progress))
+            print(flush=True)
     _log('')
     _log(format_table(
-        ('model', 'params (M)', 'train s', 'final loss', 'held-out accuracy'),
-        [(r.label, f'{r.params / 1e6:.2f}', f'{r.train_seconds:.1f}', f'{r.final_loss:.3f}', f'{r.accuracy:.1%}')
-         for r in runs]))
+        ('model', 'compared with', 'params (M)', 'train s / run', 'held-out accuracy per seed', 'mean ± std',
+         'difference to what it is compared with'),
+        [_training_cells(row, rows) for row in rows]))
     _log('')
+    _log('A difference is outside the spread when the two rows\' mean ± std intervals do not overlap (the rule of '
+         '`timm-posembed report`); inside it, these seeds cannot tell the two rows apart.')
     _log('Without position information a ViT cannot tell the quadrants apart. timm\'s learned position embedding '
          'starts near zero (std 0.02) and needs more steps than this; COPE\'s rotation gives every token its '
          'position from the first step. Convolutional embeddings (super-token, CoaT) see position through padding.')
     _log(f'done in {time.perf_counter() - start:.0f}s')
     return 0
+
+
+def _training_cells(row, rows) -> tuple:
+    by_key = {r.key: r for r in rows}
+    mean, std = row.mean_std()
+    spread = f'{mean:.1%}' + ('' if std is None else f' ± {std:.1%}')
+    compared, difference = '(timm baseline)', ''
+    if row.compared_with is not None:
+        other = by_key[row.compared_with]
+        compared = other.label
+        delta = mean - other.mean_std()[0]
+        verdict = spread_verdict(row.accuracies(), other.accuracies())
+        verdict = {'inside': 'inside the spread', 'outside': 'outside the spread', None: 'one seed: no spread'}[verdict]
+        difference = f'{delta * 100:+.1f} points ({verdict})'
+    return (row.label, compared, f'{row.runs[0].params / 1e6:.2f}',
+            f'{sum(r.train_seconds for r in row.runs) / len(row.runs):.1f}',
+            ', '.join(f'{a:.1%}' for a in row.accuracies()), spread, difference)

@@ -18,6 +18,10 @@ def register(subparsers) -> None:
                    help='train.py output folders (OUTPUT/<experiment>/), or folders holding them')
     p.add_argument('--table', choices=list_paper_tables(), default=None,
                    help='the paper table to fill (paper tables: timm_posembed/data/paper_tables.yaml)')
+    p.add_argument('--recipe', type=Path, default=None,
+                   help='with --table: the runs were trained with this recipe (train.py --config file) instead of '
+                        'the table\'s, e.g. benchmarks/recipes/fashion_mnist_study.yaml; its num_classes and '
+                        'model_kwargs place them, and the table says they are not the paper\'s setting')
     p.add_argument('--format', choices=rep.REPORT_FORMATS, default='markdown', help='output format')
     p.add_argument('--plot', type=Path, default=None, metavar='PNG',
                    help='also write validation top-1 / training loss curves (needs matplotlib)')
@@ -29,9 +33,16 @@ def register(subparsers) -> None:
 def run(args) -> int:
     try:
         runs = rep.load_runs(args.runs)
+        if args.recipe is not None and not args.table:
+            raise ValueError('--recipe places runs in a table: pass --table as well')
         if args.table:
             table = paper_table(args.table)
-            report = rep.match_table(table, runs, count_params=not args.no_params)
+            study = {}
+            if args.recipe is not None:
+                from timm_posembed.reproduce import load_recipe
+                recipe = load_recipe(args.recipe)
+                study = dict(num_classes=recipe['num_classes'], recipe_kwargs=recipe.get('model_kwargs') or {})
+            report = rep.match_table(table, runs, count_params=not args.no_params, **study)
             print(rep.format_table_report(report, args.format))
             series = [(_series_label(result.row.label, run, len(result.runs)), run)
                       for result in report.rows for run in result.runs]
@@ -45,7 +56,7 @@ def run(args) -> int:
         if args.plot:
             path = rep.plot_curves(series, args.plot, title)
             print(f'wrote {path}', file=sys.stderr)
-    except (rep.RunFormatError, ValueError, RuntimeError) as e:
+    except (rep.RunFormatError, ValueError, RuntimeError, FileNotFoundError) as e:
         print(f'timm-posembed report: error: {e}', file=sys.stderr)
         return 2
     return 0
