@@ -27,6 +27,6 @@ def run(args) -> int:
         c = model_complexity(info.name, **kwargs)
         tags = [n.split('.', 1)[1] for n in timm.list_pretrained(info.name + '.*')]
         rows.append((info.name, f'{c.params / 1e6:.2f}M', f'{c.gmacs:.2f}', f'{c.input_size[1]}',
-                     ','.join(tags), info.baseline, info.paper))
+                     ','.join(tags), info.baseline, info.paper.summary))
     print(format_table(('model', 'params', 'GMACs', 'img', 'pretrained tags', 'timm baseline', 'paper'), rows))
     return 0

@@ -6,6 +6,8 @@ inside a model. Each model module declares its entries next to its entrypoints.
 from dataclasses import dataclass
 from typing import Dict, List
 
+from ._papers import Paper
+
 __all__ = ['ModelInfo', 'declare_models', 'model_info', 'list_model_info']
 
 
@@ -13,8 +15,7 @@ __all__ = ['ModelInfo', 'declare_models', 'model_info', 'list_model_info']
 class ModelInfo:
     name: str
     baseline: str  # the timm model the paper compares against (same width/depth, timm's own embedding/attention)
-    paper: str  # short title of the seed paper / method
-    seed: str  # seed document id in shared/seeds ('000', '001', '004')
+    paper: Paper  # the family's paper constant (models/_papers.py), which also feeds its pretrained cfgs
 
 
 _CATALOG: Dict[str, ModelInfo] = {}

@@ -28,6 +28,7 @@ from timm.models.coat import CoaT, insert_cls, remove_cls
 from timm_posembed.layers.clustered_attention import ClusterAttnMode, ClusteredFactorAttnConvRelPosEnc
 from ._builder import build_with_helpful_pretrained_errors, unwrap_checkpoint
 from ._catalog import ModelInfo, declare_models
+from ._papers import CLUSTERING_COAT_PAPER
 from ._hub import hub_id
 from ._input import check_image_input
 
@@ -290,8 +291,7 @@ def _cfg(**kwargs: Any) -> Dict[str, Any]:
         'first_conv': 'patch_embed1.proj',
         'classifier': 'head',
         'license': 'apache-2.0',
-        'paper_ids': ['arXiv:2104.06399', 'arXiv:2011.09315'],
-        'paper_name': 'Design of Clustering CoaT Vision Model Based on Transformer',
+        **CLUSTERING_COAT_PAPER.cfg(),
         **kwargs,
     }
 
@@ -309,13 +309,12 @@ default_cfgs = generate_default_cfgs({
     'coat_lite_clustering_medium.in1k': _cfg(hf_hub_id='timm/coat_lite_medium.in1k'),
 })
 
-_CLUSTERING_PAPER = 'Clustering CoaT: CoaT-Lite with Adaptive Clustering (ACT) attention (seed 004)'
 declare_models(
-    ModelInfo('coat_lite_clustering', baseline='coat_lite_tiny', paper=_CLUSTERING_PAPER, seed='004'),
-    ModelInfo('coat_lite_clustering_tiny', baseline='coat_lite_tiny', paper=_CLUSTERING_PAPER, seed='004'),
-    ModelInfo('coat_lite_clustering_mini', baseline='coat_lite_mini', paper=_CLUSTERING_PAPER, seed='004'),
-    ModelInfo('coat_lite_clustering_small', baseline='coat_lite_small', paper=_CLUSTERING_PAPER, seed='004'),
-    ModelInfo('coat_lite_clustering_medium', baseline='coat_lite_medium', paper=_CLUSTERING_PAPER, seed='004'),
+    ModelInfo('coat_lite_clustering', baseline='coat_lite_tiny', paper=CLUSTERING_COAT_PAPER),
+    ModelInfo('coat_lite_clustering_tiny', baseline='coat_lite_tiny', paper=CLUSTERING_COAT_PAPER),
+    ModelInfo('coat_lite_clustering_mini', baseline='coat_lite_mini', paper=CLUSTERING_COAT_PAPER),
+    ModelInfo('coat_lite_clustering_small', baseline='coat_lite_small', paper=CLUSTERING_COAT_PAPER),
+    ModelInfo('coat_lite_clustering_medium', baseline='coat_lite_medium', paper=CLUSTERING_COAT_PAPER),
 )
 
 # CoaT-Lite configurations, as timm's coat_lite_* (same shapes, so their weights load).
@@ -333,23 +332,23 @@ def coat_lite_clustering(pretrained: bool = False, **kwargs: Any) -> CoaTCluster
 
 @register_model
 def coat_lite_clustering_tiny(pretrained: bool = False, **kwargs: Any) -> CoaTClustering:
-    """Clustering CoaT-Lite Tiny (5.72M parameters, as coat_lite_tiny)."""
+    """Clustering CoaT-Lite Tiny: coat_lite_tiny's shapes, so its weights load."""
     return _create_coat_clustering('coat_lite_clustering_tiny', pretrained=pretrained, **dict(_TINY, **kwargs))
 
 
 @register_model
 def coat_lite_clustering_mini(pretrained: bool = False, **kwargs: Any) -> CoaTClustering:
-    """Clustering CoaT-Lite Mini (11.01M parameters, as coat_lite_mini)."""
+    """Clustering CoaT-Lite Mini: coat_lite_mini's shapes, so its weights load."""
     return _create_coat_clustering('coat_lite_clustering_mini', pretrained=pretrained, **dict(_MINI, **kwargs))
 
 
 @register_model
 def coat_lite_clustering_small(pretrained: bool = False, **kwargs: Any) -> CoaTClustering:
-    """Clustering CoaT-Lite Small (19.84M parameters, as coat_lite_small)."""
+    """Clustering CoaT-Lite Small: coat_lite_small's shapes, so its weights load."""
     return _create_coat_clustering('coat_lite_clustering_small', pretrained=pretrained, **dict(_SMALL, **kwargs))
 
 
 @register_model
 def coat_lite_clustering_medium(pretrained: bool = False, **kwargs: Any) -> CoaTClustering:
-    """Clustering CoaT-Lite Medium (44.57M parameters, as coat_lite_medium)."""
+    """Clustering CoaT-Lite Medium: coat_lite_medium's shapes, so its weights load."""
     return _create_coat_clustering('coat_lite_clustering_medium', pretrained=pretrained, **dict(_MEDIUM, **kwargs))

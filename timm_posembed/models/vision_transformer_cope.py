@@ -24,6 +24,7 @@ from timm_posembed.layers.cope import (
 from timm_posembed.layers.patch_embed import CheckedPatchEmbed
 from ._builder import build_with_helpful_pretrained_errors
 from ._catalog import ModelInfo, declare_models
+from ._papers import COPE_PAPER
 from ._hub import hub_id
 
 __all__ = ['VisionTransformerCOPE']
@@ -172,8 +173,7 @@ def _cfg(**kwargs: Any) -> Dict[str, Any]:
         'first_conv': 'patch_embed.proj',
         'classifier': 'head',
         'license': 'apache-2.0',
-        'paper_ids': ['arXiv:1912.12333', 'arXiv:2010.11929'],
-        'paper_name': 'Encoding word order in complex embeddings',
+        **COPE_PAPER.cfg(),
         **kwargs,
     }
 
@@ -189,11 +189,10 @@ default_cfgs = generate_default_cfgs({
     'vit_base_cope.tiny_imagenet': _tiny_imagenet_cfg('vit_base_cope'),
 })
 
-_COPE_PAPER = 'Complex Order Position Embedding for ViT (Wang et al. 2020; seed 000)'
 declare_models(
-    ModelInfo('vit_tiny_cope', baseline='vit_tiny_patch16_224', paper=_COPE_PAPER, seed='000'),
-    ModelInfo('vit_small_cope', baseline='vit_small_patch16_224', paper=_COPE_PAPER, seed='000'),
-    ModelInfo('vit_base_cope', baseline='vit_base_patch16_224', paper=_COPE_PAPER, seed='000'),
+    ModelInfo('vit_tiny_cope', baseline='vit_tiny_patch16_224', paper=COPE_PAPER),
+    ModelInfo('vit_small_cope', baseline='vit_small_patch16_224', paper=COPE_PAPER),
+    ModelInfo('vit_base_cope', baseline='vit_base_patch16_224', paper=COPE_PAPER),
 )
 
 

@@ -28,6 +28,7 @@ from timm_posembed.layers.conv_stem import EARLYCONV_CHANNELS, ConvStemEmbed
 from timm_posembed.layers.supertoken import SuperTokenConvEmbed
 from ._builder import build_with_helpful_pretrained_errors, unwrap_checkpoint
 from ._catalog import ModelInfo, declare_models
+from ._papers import EARLY_CONV_PAPER, SUPER_TOKEN_CONV_PAPER, Paper
 from ._hub import hub_id
 
 __all__ = ['VisionTransformerSuperToken', 'VisionTransformerConvStem']
@@ -146,41 +147,27 @@ def _cfg(**kwargs: Any) -> Dict[str, Any]:
     }
 
 
-_SUPERTOKEN_PAPER = dict(
-    paper_ids=['arXiv:2211.11167', 'arXiv:2010.11929'],
-    paper_name='Super-token convolutional embedding for ViT (seed 001), after Vision Transformer with Super Token '
-               'Sampling',
-)
-_EARLYCONV_PAPER = dict(
-    paper_ids=['arXiv:2106.14881', 'arXiv:2010.11929'],
-    paper_name='Early Convolutions Help Transformers See Better',
-)
-
-
-def _in100_cfg(model_name: str, paper: Dict[str, Any]) -> Dict[str, Any]:
+def _in100_cfg(model_name: str, paper: Paper) -> Dict[str, Any]:
     # ImageNet100 (the CMC 100-class subset of ImageNet-1k), trained from scratch with the DeiT recipe.
-    return _cfg(hf_hub_id=hub_id(model_name, 'in100'), num_classes=100, **paper)
+    return _cfg(hf_hub_id=hub_id(model_name, 'in100'), num_classes=100, **paper.cfg())
 
 
 default_cfgs = generate_default_cfgs({
-    'vit_small_supertoken_conv.in100': _in100_cfg('vit_small_supertoken_conv', _SUPERTOKEN_PAPER),
-    'vit_tiny_supertoken_conv.in100': _in100_cfg('vit_tiny_supertoken_conv', _SUPERTOKEN_PAPER),
-    'vit_small_conv_embed.in100': _in100_cfg('vit_small_conv_embed', _EARLYCONV_PAPER),
+    'vit_small_supertoken_conv.in100': _in100_cfg('vit_small_supertoken_conv', SUPER_TOKEN_CONV_PAPER),
+    'vit_tiny_supertoken_conv.in100': _in100_cfg('vit_tiny_supertoken_conv', SUPER_TOKEN_CONV_PAPER),
+    'vit_small_conv_embed.in100': _in100_cfg('vit_small_conv_embed', EARLY_CONV_PAPER),
 })
 
-_SEED_001 = 'Super-token convolutional embedding for ViT (STViT clustering; seed 001)'
 declare_models(
-    ModelInfo('vit_small_supertoken_conv', baseline='vit_small_patch16_224', paper=_SEED_001, seed='001'),
-    ModelInfo('vit_tiny_supertoken_conv', baseline='vit_tiny_patch16_224', paper=_SEED_001, seed='001'),
-    ModelInfo(
-        'vit_small_conv_embed', baseline='vit_small_patch16_224',
-        paper='EarlyConv convolutional stem (Xiao et al. 2021; baseline of seed 001)', seed='001'),
+    ModelInfo('vit_small_supertoken_conv', baseline='vit_small_patch16_224', paper=SUPER_TOKEN_CONV_PAPER),
+    ModelInfo('vit_tiny_supertoken_conv', baseline='vit_tiny_patch16_224', paper=SUPER_TOKEN_CONV_PAPER),
+    ModelInfo('vit_small_conv_embed', baseline='vit_small_patch16_224', paper=EARLY_CONV_PAPER),
 )
 
 
 @register_model
 def vit_small_supertoken_conv(pretrained: bool = False, **kwargs: Any) -> VisionTransformerSuperToken:
-    """ViT-S/16 with the super-token convolutional embedding (seed 001). 21,540,836 parameters with 100 classes."""
+    """ViT-S/16 with the super-token convolutional embedding (seed 001)."""
     model_args = dict(patch_size=16, embed_dim=384, depth=12, num_heads=6)
     return _create_vision_transformer(
         VisionTransformerSuperToken, 'vit_small_supertoken_conv', pretrained=pretrained, **dict(model_args, **kwargs))
