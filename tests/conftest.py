@@ -24,7 +24,6 @@ TIMM_MARKERS = ('base', 'cfg', 'cfg_nonstd', 'forward', 'backward', 'torchscript
 def pytest_configure(config):
     for m in TIMM_MARKERS:
         config.addinivalue_line('markers', f'{m}: timm test_models.py marker')
-    config.addinivalue_line('markers', 'slow: slower tests (still run in CI)')
 
 
 def pytest_collection_modifyitems(config, items):
