@@ -85,7 +85,7 @@ def measure_model(model_name: str, model: Optional[nn.Module] = None, **model_kw
             model.forward_head(unpooled)
     finally:
         model.train(was_training)
-    # every model of this package supports features_only (SPEC §2), so a failure here is a bug worth surfacing
+    # every model of this package supports features_only (tests/test_timm_conformance.py runs timm's features tests on each), so a failure here is a bug worth surfacing
     features = timm.create_model(model_name, pretrained=False, features_only=True, **kwargs).eval()
     with torch.no_grad():
         feature_shapes = [tuple(f.shape) for f in features(x.to(next(features.parameters()).device))]

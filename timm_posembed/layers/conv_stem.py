@@ -2,7 +2,7 @@
 
 After `Early Convolutions Help Transformers See Better` - https://arxiv.org/abs/2106.14881 (Xiao et al.,
 NeurIPS 2021): ViT's 16x16 patchify convolution replaced by a stack of stride-2 Conv3x3 -> BN -> ReLU stages and a
-final 1x1 convolution, the "convolution embedding" baseline of the seed paper (``../shared/seeds/001_*``).
+final 1x1 convolution, the "convolution embedding" baseline of the super-token seed paper (its card in MODEL_CARDS.md).
 """
 from typing import Callable, Optional, Sequence, Tuple, Union
 

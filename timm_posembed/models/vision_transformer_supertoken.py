@@ -1,7 +1,7 @@
 """ Vision Transformer with a super-token convolutional embedding, and the EarlyConv baseline
 
 timm's ``VisionTransformer`` with its patchify convolution replaced by
-  * ``SuperTokenConvEmbed`` (seed paper ``../shared/seeds/001_*``): six light Conv3x3 -> GELU -> BN modules down to
+  * ``SuperTokenConvEmbed`` (the seed paper; see its card in MODEL_CARDS.md): six light Conv3x3 -> GELU -> BN modules down to
     1/8, parameter-free super-token clustering (STViT's sampling step) down to 1/16, Linear to the width;
   * ``ConvStemEmbed`` (EarlyConv): four stride-2 Conv3x3 -> BN -> ReLU stages and a 1x1 conv.
 
