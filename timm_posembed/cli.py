@@ -37,14 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
+    args = parser.parse_args(argv)
     if not getattr(args, 'func', None):
         parser.print_help()
         return 2
-    if extra and not getattr(args, 'accepts_extra', False):
-        parser.error(f'unrecognized arguments: {" ".join(extra)}')
-    if getattr(args, 'accepts_extra', False):
-        args.extra = extra
     return int(args.func(args) or 0)
 
 
