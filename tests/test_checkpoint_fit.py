@@ -64,3 +64,21 @@ def test_deeper_checkpoint_into_shallower_model():
     msg = str(info.value)
     assert 'unexpected keys [blocks.2.' in msg and 'depth=3' in msg and msg.startswith('deep.safetensors: ')
     check_checkpoint_fits(deep, deep.state_dict(), 'deep.safetensors')  # a fitting checkpoint passes
+
+
+def test_cope_checkpoints_are_named_by_family_width_mode_and_size():
+    # the builder-level explanation, independent of the COPE filter (which only resizes tables)
+    model = timm.create_model('vit_tiny_cope', img_size=32, num_classes=10)
+    cases = [
+        (timm.create_model('vit_tiny_patch16_224', img_size=32, num_classes=10),
+         r"missing keys \[cope.freq, cope.phase\] \(2\); unexpected keys \[pos_embed\](.|\n)*is a ViT with a patch "
+         r"embed and a learned pos_embed(.|\n)*cannot be loaded into vit_tiny_cope \(COPE ViT"),
+        (timm.create_model('vit_small_cope', img_size=32, num_classes=10),
+         r"create_model\('vit_tiny_cope', embed_dim=384, num_heads=<as trained"),
+        (timm.create_model('vit_tiny_cope', img_size=32, num_classes=10, cope_mode='additive'),
+         r"create_model\('vit_tiny_cope', cope_mode='additive'\)"),
+        (timm.create_model('vit_tiny_cope', img_size=64, num_classes=10), r"create_model\('vit_tiny_cope', img_size=64\)"),
+    ]
+    for other, expected in cases:
+        with pytest.raises(CheckpointMismatchError, match=expected):
+            check_checkpoint_fits(model, other.state_dict(), 'w.safetensors')

@@ -227,3 +227,19 @@ def test_label_file_that_is_not_utf8_is_named(tmp_path):
     labels.write_bytes(b'cat\n\xff\xfedog\n')
     with pytest.raises(PublishError, match=r'labels.txt is not UTF-8 text .* expected one class name per line'):
         resolve_label_names(2, labels)
+
+
+def test_recorded_train_args_of_the_wrong_type_are_named(run, tmp_path, capsys):
+    from timm_posembed.label_names import resolve_label_names
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        good = torch.load(str(run['ckpt']), weights_only=True, map_location='cpu')
+    for field, value, expected in (('model_kwargs', [1, 2], 'recorded model_kwargs [1, 2], expected KEY=VALUE'),
+                                   ('num_classes', 'abc', "recorded num_classes='abc', expected a class count")):
+        ckpt = tmp_path / f'{field}.pth.tar'
+        torch.save(dict(good, args=argparse.Namespace(**dict(vars(good['args']), **{field: value}))), str(ckpt))
+        assert publish(run, tmp_path / 'hub', checkpoint=ckpt) == 2
+        assert f'{ckpt}: train.py {expected}' in capsys.readouterr().err
+    assert resolve_label_names(3, train_args={'data_dir': 123, 'dataset': ''}) == (
+        None, 'not recorded (pass --label-names FILE)')
+    with pytest.raises(PublishError, match='/dev/null: not a regular file'):
+        resolve_label_names(3, '/dev/null')

@@ -203,7 +203,16 @@ def checkpoint_model_kwargs(
     model arguments the way timm's scripts do (``resolve_model_input_args``); and the class count read from the
     classifier weights when train.py left it to the pretrained cfg."""
     args = checkpoint.train_args
-    kwargs: Dict[str, Any] = dict(args.get('model_kwargs') or {})
+    recorded = args.get('model_kwargs') or {}
+    if not isinstance(recorded, Mapping) or not all(isinstance(k, str) for k in recorded):
+        raise PublishError(f'{checkpoint.path}: train.py recorded model_kwargs {recorded!r}, expected KEY=VALUE '
+                           f'pairs; pass the model arguments with --model-kwargs instead')
+    num_classes = args.get('num_classes')
+    if num_classes is not None and (not isinstance(num_classes, int) or isinstance(num_classes, bool)
+                                    or num_classes < 0):
+        raise PublishError(f'{checkpoint.path}: train.py recorded num_classes={num_classes!r}, expected a class '
+                           f'count; pass --model-kwargs num_classes=N')
+    kwargs: Dict[str, Any] = dict(recorded)
     if args.get('num_classes') is not None:
         kwargs['num_classes'] = args['num_classes']
     if args.get('gp'):

@@ -28,7 +28,8 @@ _MAX_ENTRIES_TO_FIRST_IMAGE = 1000
 
 def _read_names_file(path: Path, what: str) -> str:
     if not path.is_file():
-        raise PublishError(f'{what} {path}: no such file; expected one class name per line or a JSON list')
+        problem = 'not a regular file' if path.exists() else 'no such file'
+        raise PublishError(f'{what} {path}: {problem}; expected one class name per line or a JSON list')
     size = path.stat().st_size
     if size > _MAX_NAMES_FILE_BYTES:
         raise PublishError(f'{what} {path} is {size} bytes; a list of class names is at most '
@@ -128,7 +129,8 @@ def resolve_label_names(
             raise PublishError(f'--label-names {path} has {len(names)} names but the model has {num_classes} classes')
         return names, f'--label-names {path}'
 
-    args = train_args or {}
+    # recorded values of other types (a hand-made or hostile checkpoint) count as not recorded
+    args = {k: v for k, v in (train_args or {}).items() if isinstance(v, str)}
     data_dir = args.get('data_dir') or args.get('data')
     class_map = args.get('class_map')
     if class_map and isinstance(class_map, str):

@@ -135,7 +135,7 @@ def describe_checkpoint(state_dict: Mapping[str, torch.Tensor], classifier: Sequ
         table = None
         if 'cope.freq' in state_dict or 'cope.amplitude' in state_dict:
             facts['cope_mode'] = 'multiplicative' if 'cope.freq' in state_dict else 'additive'
-            facts['family'] = f'COPE ViT ({facts["cope_mode"]} complex order position tables)'
+            facts['family'] = 'COPE ViT (complex order position tables)'
             table = state_dict.get('cope.freq', state_dict.get('cope.amplitude'))
         else:
             stem = 'a convolutional stem' if any(k.startswith('patch_embed.stem.') for k in keys) else 'a patch embed'
@@ -202,6 +202,8 @@ def check_checkpoint_fits(
         if theirs.get('position_tokens') and theirs['position_tokens'] != ours.get('position_tokens'):
             size = _img_size_for(model, theirs['position_tokens'])
             args.append(f'img_size={size}' if size else f'an img_size with {theirs["position_tokens"]} position tokens')
+        if 'embed_dim' in theirs and theirs['embed_dim'] != ours.get('embed_dim'):
+            args.append('num_heads=<as trained: not stored in the weights>')
         advice = (f'create the variant it was trained as: timm.create_model({name!r}, {", ".join(args)})' if args else
                   f'create the variant it was trained as (the arguments that differ cannot be read off the weights)')
     facts = ', '.join(f'{k} {v}' for k, v in theirs.items() if k != 'family')
