@@ -83,3 +83,14 @@ def test_onnx_torchscript_exporter(name, tmp_path):
                       dynamic_axes={'input0': {0: 'batch'}, 'output0': {0: 'batch'}})
     np.testing.assert_allclose(_onnxruntime_output(tmp_path / f'{name}.onnx', run_input), expected.numpy(),
                                atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize('name', list(FAMILY_MODELS))
+def test_torch_compile_one_graph(name):
+    """torch.compile(fullgraph=True) captures each model whole (backend='eager': dynamo's capture, without the
+    minutes inductor's C++ compilation would add on a CPU)."""
+    model, trace_input, run_input, expected = _model_and_inputs(name)
+    compiled = torch.compile(model, backend='eager', fullgraph=True)
+    with torch.no_grad():
+        compiled(trace_input)
+        torch.testing.assert_close(compiled(run_input), expected, atol=ATOL, rtol=0)

@@ -47,8 +47,8 @@ README_NUM_CLASSES = 4
 # Options appended to the README's commands so that they run in seconds on a CPU: the README's lines are written
 # for a GPU at the models' default size.
 SMALL_RUN_ARGS = {
-    'train.py': ['--device', 'cpu', '--workers', '0', '--batch-size', '8', '--img-size', str(IMG_SIZE),
-                 '--checkpoint-hist', '1', '--model-kwargs', f'img_size={IMG_SIZE}'],
+    'train.py': ['--epochs', '1', '--device', 'cpu', '--workers', '0', '--batch-size', '8',
+                 '--img-size', str(IMG_SIZE), '--checkpoint-hist', '1', '--model-kwargs', f'img_size={IMG_SIZE}'],
     'validate.py': ['--device', 'cpu', '--workers', '0', '--batch-size', '8', '--img-size', str(IMG_SIZE),
                     '--model-kwargs', f'img_size={IMG_SIZE}'],
     'inference.py': ['--device', 'cpu', '--workers', '0', '--batch-size', '8', '--img-size', str(IMG_SIZE),
