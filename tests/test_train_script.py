@@ -69,8 +69,9 @@ SUPERTOKEN_LEGACY_ONNX_XFAIL = pytest.mark.xfail(
 def _timm_repo() -> Path:
     repo = timm_repo_setting()
     if repo is None:
-        pytest.skip(f'{TIMM_REPO_ENV} is not set: these tests run timm\'s train.py, which is only in timm\'s git '
-                    f'repository (set {TIMM_REPO_ENV}=/path/to/pytorch-image-models)')
+        pytest.skip(f'{TIMM_REPO_ENV} is not set: these tests run timm\'s train.py, validate.py, inference.py, '
+                    f'benchmark.py and onnx_export.py, which are only in timm\'s git repository '
+                    f'(set {TIMM_REPO_ENV}=/path/to/pytorch-image-models)')
     missing = [name for name in TIMM_SCRIPTS if not (repo / name).is_file()]
     if missing:
         pytest.fail(f'{TIMM_REPO_ENV}={repo} has no {", ".join(missing)}')
