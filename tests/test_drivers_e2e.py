@@ -78,11 +78,11 @@ def driven_tables(tmp_path_factory):
     repo = _train_py_dir()
     root = tmp_path_factory.mktemp('drivers')
     data = {n: _dataset(root, n) for n in sorted({paper_table(t).num_classes for t in TABLES})}
-    jobs = []
+    jobs, recipes = [], {t: _smallest_recipe(t, root) for t in TABLES}
     for table_id in TABLES:
         table = paper_table(table_id)
         rows = [r.id for r in table.rows if 'cope_positions' not in r.model_kwargs or _has_cope_positions()]
-        argv = ['--data-dir', str(data[table.num_classes]), '--recipe', str(_smallest_recipe(table_id, root)),
+        argv = ['--data-dir', str(data[table.num_classes]), '--recipe', str(recipes[table_id]),
                 '--timm-repo', str(repo), '--output', str(root / 'runs'), '--epochs', '1', '--rows', *rows,
                 '--', *TRAIN_ARGS]
         jobs.append((table_id, argv))
@@ -99,12 +99,10 @@ def driven_tables(tmp_path_factory):
         processes.append((process, result, log))
     results = {}
     for process, result, log in processes:
-        process.wait(timeout=900)
+        process.wait(timeout=3600)  # a hang guard: ~2 min on two free cores
         assert result.is_file(), f'driver harness failed:\n{log.read_text()[-4000:]}'
         results.update(json.loads(result.read_text()))
-    return {t: (root / f'ci_{Path(paper_table(t).recipe).stem}'
-                f'{"_coat" if paper_table(t).rows[0].model.startswith("coat") else ""}.yaml', root / 'runs', *results[t])
-            for t in TABLES}
+    return {t: (recipes[t], root / 'runs', *results[t]) for t in TABLES}
 
 
 @pytest.mark.parametrize('table_id', TABLES)
