@@ -166,10 +166,13 @@ class AdaptiveQueryClustering(nn.Module):
     def hash_keys(self, q: torch.Tensor) -> torch.Tensor:
         """One int64 key per query ``(B, heads, M, Ch) -> (B, heads, M)``, equal iff all L E2LSH codes are equal
         (up to a collision probability of 1/p^2 < 4e-18 per pair of distinct code vectors)."""
-        proj = torch.matmul(q.float(), self.hash_proj.float()) + self.hash_offset.float()
+        # Detached (codes are discrete: no gradient) and in place on the one fresh tensor: the hash is a few
+        # passes over (B, heads, M, L) floats, the largest tensor of the clustering.
+        codes = torch.matmul(q.detach().float(), self.hash_proj.float())
         # float32 holds these integers exactly (|code| <= code_bound <= 2^20); beyond it codes merge, far outside
         # any realistic |a·q| / r.
-        codes = torch.floor(proj / self.bucket_width).clamp(-self.code_bound, self.code_bound)
+        codes = codes.add_(self.hash_offset.float()).div_(self.bucket_width).floor_()
+        codes = codes.clamp_(-self.code_bound, self.code_bound)
         # Two integer combinations Σ_l w_l c_l of the codes, exact in float64 (see code_bound), in one matmul
         # instead of L int64 passes per hash. For distinct code vectors c != c' (|c_l - c'_l| < p) and weights
         # uniform in [1, p), the residues mod p agree with probability about 1/p each, independently.
@@ -185,7 +188,7 @@ class AdaptiveQueryClustering(nn.Module):
         changed = (sorted_keys[..., 1:] != sorted_keys[..., :-1]).to(torch.int64)
         # the first id comes from sorted_keys, not changed: with one query, changed is empty
         sorted_ids = torch.cat([torch.zeros_like(sorted_keys[..., :1]), changed.cumsum(dim=-1)], dim=-1)
-        return torch.zeros_like(sorted_ids).scatter(-1, order, sorted_ids)
+        return torch.empty_like(sorted_ids).scatter_(-1, order, sorted_ids)  # order is a permutation: all set
 
     def _limit_to_capacity(self, q_patch: torch.Tensor, ids: torch.Tensor, num_kept: int) -> torch.Tensor:
         """Map cluster ids in ``[0, M)`` to ``num_kept`` slots: the most populated clusters keep a slot, the members
@@ -237,11 +240,12 @@ class AdaptiveQueryClustering(nn.Module):
             index = torch.cat([prefix, ids + P], dim=-1)
 
         # Means in float32: a low-precision sum over thousands of members would lose the mean.
+        # In place into fresh zeros (the out-of-place scatter_add would copy them first).
         q32 = q.float()
         counts = torch.zeros((B, H, num_slots), device=q.device, dtype=torch.float32)
-        counts = counts.scatter_add(-1, index, torch.ones_like(q32[..., 0]))
+        counts = counts.scatter_add_(-1, index, torch.ones((1, 1, 1), device=q.device).expand(B, H, N))
         sums = torch.zeros((B, H, num_slots, C), device=q.device, dtype=torch.float32)
-        sums = sums.scatter_add(2, index.unsqueeze(-1).expand(B, H, N, C), q32)
+        sums = sums.scatter_add_(2, index.unsqueeze(-1).expand(B, H, N, C), q32)
         prototypes = (sums / counts.clamp(min=1.0).unsqueeze(-1)).to(q.dtype)
         num_clusters = (counts > 0).sum(dim=-1)
         self.last_num_clusters = num_clusters.detach()
