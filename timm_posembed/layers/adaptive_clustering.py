@@ -24,7 +24,7 @@ from typing import NamedTuple, Optional
 
 import torch
 import torch.nn as nn
-from timm.layers import register_notrace_module
+from timm.layers import register_notrace_function, register_notrace_module
 
 __all__ = ['AdaptiveQueryClustering', 'QueryClusters', 'broadcast_to_members']
 
@@ -43,6 +43,23 @@ class QueryClusters(NamedTuple):
     prototypes: torch.Tensor  # (B, heads, S, Ch): mean of the members of each slot (zeros where empty)
     counts: torch.Tensor  # (B, heads, S) float32: members per slot
     num_clusters: torch.Tensor  # (B, heads) int64: non-empty slots (prefix tokens included)
+
+
+@register_notrace_function
+@torch.jit.ignore
+def _check_queries(q: torch.Tensor, head_dim: int) -> None:
+    """Raise ``ValueError`` unless ``q`` is ``(B, heads, N, head_dim)`` floating point with N >= 1."""
+    if q.ndim != 4:
+        raise ValueError(f'AdaptiveQueryClustering expects queries of shape (B, heads, N, head_dim), got shape '
+                         f'{tuple(q.shape)}')
+    if q.shape[-1] != head_dim:
+        raise ValueError(f'AdaptiveQueryClustering(head_dim={head_dim}): the queries have {q.shape[-1]} channels per '
+                         f'head (last dimension); create it with head_dim={q.shape[-1]}')
+    if not q.is_floating_point():
+        raise ValueError(f'AdaptiveQueryClustering expects floating-point queries, got {q.dtype}')
+
+
+torch.fx.wrap('_check_queries')  # a leaf for plain torch.fx.symbolic_trace too
 
 
 def broadcast_to_members(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -100,20 +117,21 @@ class AdaptiveQueryClustering(nn.Module):
                 define the hash function and are not model weights.
         """
         super().__init__()
-        if head_dim < 1:
-            raise ValueError(f'AdaptiveQueryClustering: head_dim must be >= 1, got {head_dim}')
+        if isinstance(head_dim, bool) or int(head_dim) != head_dim or head_dim < 1:
+            raise ValueError(f'AdaptiveQueryClustering: head_dim must be an integer >= 1, got {head_dim!r}')
         if int(num_rounds) != num_rounds or not 1 <= num_rounds <= 4096:
             raise ValueError(f'AdaptiveQueryClustering: num_rounds must be an integer in 1..4096, got {num_rounds!r}')
         if not bucket_width > 0:
             raise ValueError(f'AdaptiveQueryClustering: bucket_width must be > 0, got {bucket_width}')
-        if num_prefix_tokens < 0:
-            raise ValueError(f'AdaptiveQueryClustering: num_prefix_tokens must be >= 0, got {num_prefix_tokens}')
+        if int(num_prefix_tokens) != num_prefix_tokens or num_prefix_tokens < 0:
+            raise ValueError(
+                f'AdaptiveQueryClustering: num_prefix_tokens must be an integer >= 0, got {num_prefix_tokens!r}')
         if capacity is not None and not 0.0 < capacity <= 1.0:
             raise ValueError(f'AdaptiveQueryClustering: capacity must be in (0, 1] or None, got {capacity}')
-        self.head_dim = head_dim
-        self.num_rounds = num_rounds
+        self.head_dim = int(head_dim)
+        self.num_rounds = int(num_rounds)
         self.bucket_width = float(bucket_width)
-        self.num_prefix_tokens = num_prefix_tokens
+        self.num_prefix_tokens = int(num_prefix_tokens)
         self.capacity = capacity
         self.singleton = singleton
         self.seed = seed
@@ -168,7 +186,8 @@ class AdaptiveQueryClustering(nn.Module):
         (up to a collision probability of 1/p^2 < 4e-18 per pair of distinct code vectors)."""
         # Detached (codes are discrete: no gradient) and in place on the one fresh tensor: the hash is a few
         # passes over (B, heads, M, L) floats, the largest tensor of the clustering.
-        codes = torch.matmul(q.detach().float(), self.hash_proj.float())
+        # (.float(): under autocast the matmul returns float16/bfloat16, whose range cannot hold the clamp bound.)
+        codes = torch.matmul(q.detach().float(), self.hash_proj.float()).float()
         # float32 holds these integers exactly (|code| <= code_bound <= 2^20); beyond it codes merge, far outside
         # any realistic |a·q| / r.
         codes = codes.add_(self.hash_offset.float()).div_(self.bucket_width).floor_()
@@ -223,6 +242,7 @@ class AdaptiveQueryClustering(nn.Module):
         ``num_tokens``: N as a Python int. Needed only with ``capacity`` under torch.fx tracing, where ``q.shape``
         is symbolic and the slot count must be a constant (CoaT passes ``1 + H * W`` from its static grid).
         """
+        _check_queries(q, self.head_dim)
         B, H, N, C = q.shape
         P = self.num_prefix_tokens
         num_slots = N

@@ -130,6 +130,8 @@ class SuperTokenClustering(nn.Module):
             raise ValueError(f'SuperTokenClustering: stoken_size must be an integer >= 1, got {stoken_size!r}')
         if int(n_iter) != n_iter or n_iter < 0:
             raise ValueError(f'SuperTokenClustering: n_iter must be an integer >= 0, got {n_iter!r}')
+        if not eps >= 0:
+            raise ValueError(f'SuperTokenClustering: eps must be >= 0 (it is added to a sum of weights), got {eps!r}')
         self.stoken_size = int(stoken_size)
         self.n_iter = int(n_iter)
         self.grad_through_assoc = bool(grad_through_assoc)
@@ -260,6 +262,14 @@ class SuperTokenConvEmbed(TokenEmbedBase):
         )
         dd = {'device': device, 'dtype': dtype}
         conv_channels, conv_strides = tuple(conv_channels), tuple(conv_strides)
+        for name, value in (('in_chans', in_chans), ('embed_dim', embed_dim), ('num_conv_modules', num_conv_modules)):
+            minimum = 0 if name == 'num_conv_modules' else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ValueError(f'SuperTokenConvEmbed: {name} must be an integer >= {minimum}, got {value!r}')
+        bad = [v for v in conv_channels + conv_strides if isinstance(v, bool) or not isinstance(v, int) or v < 1]
+        if bad:
+            raise ValueError(f'SuperTokenConvEmbed: conv_channels and conv_strides must be integers >= 1, got '
+                             f'{conv_channels} and {conv_strides}')
         if len(conv_channels) != len(conv_strides):
             raise ValueError(
                 f'SuperTokenConvEmbed: conv_channels {conv_channels} and conv_strides {conv_strides} differ in length')
