@@ -120,8 +120,8 @@ class ClusteredFactorAttnConvRelPosEnc(timm_coat.FactorAttnConvRelPosEnc):
         ``cluster_kwargs``: ``attn``, ``num_rounds``, ``bucket_width``, ``capacity``, ``singleton``, ``seed``.
         """
         if not isinstance(timm_attn, timm_coat.FactorAttnConvRelPosEnc):
-            raise TypeError(f'ClusteredFactorAttnConvRelPosEnc.from_timm: timm_attn must be timm\'s FactorAttnConvRelPosEnc, '
-                            f'got {type(timm_attn).__name__}')
+            raise TypeError(f'ClusteredFactorAttnConvRelPosEnc.from_timm: timm_attn must be timm\'s '
+                            f'FactorAttnConvRelPosEnc, got {type(timm_attn).__name__}')
         allowed = {'attn', 'num_rounds', 'bucket_width', 'capacity', 'singleton', 'seed'}
         unknown = sorted(set(cluster_kwargs) - allowed)
         if unknown:
