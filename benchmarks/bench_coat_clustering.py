@@ -27,10 +27,8 @@ import json
 import math
 import platform
 import shlex
-import statistics
 import sys
 import time
-from contextlib import nullcontext
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
@@ -39,6 +37,7 @@ import timm
 from torch.utils.flop_counter import FlopCounterMode
 
 import timm_posembed  # noqa: F401  (registers the models)
+from timm_posembed.bench import autocast_context, synchronize, time_round_robin
 from timm_posembed.layers import ClusteredFactorAttnConvRelPosEnc
 
 SIZES = ('tiny', 'mini', 'small')
@@ -65,11 +64,6 @@ PRESETS: Dict[str, List[Tuple[str, str, int]]] = {
     ),
     'full': [(s, v, r) for r in (224, 384) for s in SIZES for v in ['timm'] + list(VARIANTS)],
 }
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
 
 
 def _input(batch: int, img_size: int, kind: str, device: torch.device) -> torch.Tensor:
@@ -141,17 +135,6 @@ def count_gmacs(model: torch.nn.Module, x: torch.Tensor) -> Dict[str, float]:
     )
 
 
-def _time(fn, device: torch.device, warmup: int, iters: int) -> float:
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(iters):
-        fn()
-    _sync(device)
-    return (time.perf_counter() - start) / iters
-
-
 def saved_activation_mib(model: torch.nn.Module, x: torch.Tensor) -> float:
     """MiB of the tensors a training step saves for backward (one count per storage)."""
     seen: Dict[int, int] = {}
@@ -179,14 +162,14 @@ class Case:
         self.device = device
         self.model = timm.create_model(name, pretrained=args.pretrained, img_size=img_size, **kwargs).to(device)
         self.x = _input(args.batch_size, img_size, args.input, device)
-        self.amp_dtype = getattr(torch, args.amp) if args.amp else None
+        self.precision = {'bfloat16': 'bf16', 'float16': 'fp16'}.get(args.amp, 'fp32')
         self.opt = torch.optim.SGD(self.model.parameters(), lr=1e-6)
         self.row: Dict[str, Any] = dict(
             model=name, variant=variant, img_size=img_size, batch=args.batch_size,
-            params_m=sum(p.numel() for p in self.model.parameters()) / 1e6, infer_s=[], train_s=[])
+            params_m=sum(p.numel() for p in self.model.parameters()) / 1e6)
 
     def _amp(self):
-        return torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
+        return autocast_context(self.device, self.precision)
 
     def infer(self) -> None:
         self.model.eval()
@@ -214,26 +197,23 @@ class Case:
             torch.cuda.reset_peak_memory_stats(self.device)
         self.infer()
         if cuda:
-            _sync(self.device)
+            synchronize(self.device)
             row['infer_peak_mib'] = torch.cuda.max_memory_allocated(self.device) / 2 ** 20
             torch.cuda.reset_peak_memory_stats(self.device)
         self.train()
         if cuda:
-            _sync(self.device)
+            synchronize(self.device)
             row['train_peak_mib'] = torch.cuda.max_memory_allocated(self.device) / 2 ** 20
         else:
             model.train()
             with self._amp():
                 row['train_saved_mib'] = saved_activation_mib(model, self.x)
 
-    def time_round(self, iters: int, train_iters: int) -> None:
-        self.row['infer_s'].append(_time(self.infer, self.device, 0, iters))
-        self.row['train_s'].append(_time(self.train, self.device, 0, train_iters))
-
-    def finish(self) -> Dict[str, Any]:
+    def finish(self, infer_s: float, train_s: float) -> Dict[str, Any]:
         row = self.row
-        row['infer_img_s'] = row['batch'] / statistics.median(row['infer_s'])
-        row['train_img_s'] = row['batch'] / statistics.median(row['train_s'])
+        row['infer_s'], row['train_s'] = infer_s, train_s
+        row['infer_img_s'] = row['batch'] / infer_s
+        row['train_img_s'] = row['batch'] / train_s
         return row
 
 
@@ -324,13 +304,14 @@ def main(argv: Optional[List[str]] = None) -> None:
         if cuda:
             torch.cuda.empty_cache()
         print(f'#   setup {size} {variant} {img_size}px: {time.perf_counter() - t0:.1f}s', file=sys.stderr, flush=True)
-    # Timed round-robin, median over rounds: load from other work on a shared machine hits every case alike.
-    for r in range(args.rounds):
-        t0 = time.perf_counter()
-        for case in built:
-            case.time_round(args.iters, args.train_iters)
-        print(f'#   round {r + 1}/{args.rounds}: {time.perf_counter() - t0:.1f}s', file=sys.stderr, flush=True)
-    rows = [c.finish() for c in built] + rows
+    # Timed round-robin (timm_posembed.bench), median round: load from other work on a shared machine hits every
+    # case alike. measure_static above was the warm-up.
+    t0 = time.perf_counter()
+    infer_s = time_round_robin({str(i): c.infer for i, c in enumerate(built)}, device, 0, args.iters, args.rounds)
+    train_s = time_round_robin({str(i): c.train for i, c in enumerate(built)}, device, 0, args.train_iters,
+                               args.rounds)
+    print(f'#   {args.rounds} rounds: {time.perf_counter() - t0:.1f}s', file=sys.stderr, flush=True)
+    rows = [c.finish(infer_s[str(i)], train_s[str(i)]) for i, c in enumerate(built)] + rows
     print(_fmt(rows, device))
     print(f'# total {time.perf_counter() - start:.0f}s')
     if args.json:

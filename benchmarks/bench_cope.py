@@ -7,15 +7,13 @@ two models alternate step by step for several rounds and the median round is rep
     python benchmarks/bench_cope.py --device cuda --batch-size 256 --amp bf16 --rounds 7
 """
 import argparse
-import statistics
-import time
-from contextlib import nullcontext
 
 import timm
 import torch
 import torch.nn.functional as F
 
 import timm_posembed  # noqa: F401
+from timm_posembed.bench import autocast_context, time_round_robin
 
 
 def main() -> None:
@@ -34,14 +32,10 @@ def main() -> None:
     optimizers = {n: torch.optim.SGD(m.parameters(), lr=1e-3) for n, m in models.items()}
     x = torch.randn(args.batch_size, 3, 224, 224, device=device)
     y = torch.randint(0, 1000, (args.batch_size,), device=device)
-    amp = torch.autocast(device.type, dtype=torch.bfloat16 if args.amp == 'bf16' else torch.float16) \
-        if args.amp else nullcontext()
-
-    def sync() -> None:
-        if device.type == 'cuda':
-            torch.cuda.synchronize()
+    amp = autocast_context(device, args.amp or 'fp32')
 
     def train_step(name: str) -> None:
+        models[name].train()
         with amp:
             loss = F.cross_entropy(models[name](x), y)
         loss.backward()
@@ -49,23 +43,15 @@ def main() -> None:
         optimizers[name].zero_grad(set_to_none=True)
 
     def infer_step(name: str) -> None:
+        models[name].eval()
         with torch.no_grad(), amp:
             models[name](x)
 
-    times = {(n, kind): [] for n in names for kind in ('train', 'infer')}
-    for name in names:  # warm-up
-        models[name].train(); train_step(name)
-        models[name].eval(); infer_step(name)
-    for _ in range(args.rounds):
-        for kind, step in (('train', train_step), ('infer', infer_step)):
-            for name in names:
-                models[name].train(kind == 'train')
-                sync()
-                start = time.perf_counter()
-                for _ in range(args.steps):
-                    step(name)
-                sync()
-                times[(name, kind)].append(args.steps * args.batch_size / (time.perf_counter() - start))
+    seconds = {}
+    for kind, step in (('train', train_step), ('infer', infer_step)):
+        per_call = time_round_robin({n: (lambda n=n: step(n)) for n in names}, device, 1, args.steps, args.rounds)
+        seconds.update({(n, kind): s for n, s in per_call.items()})
+    rate = {key: args.batch_size / s for key, s in seconds.items()}
 
     base = names[0]
     print(f'{torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"}, '
@@ -73,8 +59,8 @@ def main() -> None:
           f'{args.amp or "fp32"}, median of {args.rounds} rounds\n')
     print('| model | train img/s | × baseline | infer img/s | × baseline |\n|---|---:|---:|---:|---:|')
     for name in names:
-        tr, inf = (statistics.median(times[(name, k)]) for k in ('train', 'infer'))
-        tr0, inf0 = (statistics.median(times[(base, k)]) for k in ('train', 'infer'))
+        tr, inf = (rate[(name, k)] for k in ('train', 'infer'))
+        tr0, inf0 = (rate[(base, k)] for k in ('train', 'infer'))
         print(f'| {name} | {tr:.2f} | {tr / tr0:.2f} | {inf:.2f} | {inf / inf0:.2f} |')
 
 

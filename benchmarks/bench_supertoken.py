@@ -29,13 +29,13 @@ import multiprocessing as mp
 import os
 import platform
 import resource
-import statistics
 import sys
-import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+
+from timm_posembed.bench import autocast_context, synchronize, time_round_robin
 
 # (label, timm model name, model kwargs)
 MODELS: List[Tuple[str, str, Dict[str, Any]]] = [
@@ -45,11 +45,6 @@ MODELS: List[Tuple[str, str, Dict[str, Any]]] = [
     ('vit_small_supertoken_conv t=1', 'vit_small_supertoken_conv', {'n_iter': 1}),
 ]
 NUM_CLASSES = 100  # ImageNet100, as in the seed
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
 
 
 def _rss_bytes() -> int:
@@ -62,9 +57,7 @@ def _peak_rss_bytes() -> int:
 
 
 def _autocast(args: argparse.Namespace, device: torch.device):
-    if args.amp == 'bf16':
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return torch.autocast(device.type, enabled=False)
+    return autocast_context(device, 'bf16' if args.amp == 'bf16' else 'fp32')
 
 
 def _setup(args: argparse.Namespace) -> torch.device:
@@ -103,15 +96,6 @@ def _steps(args: argparse.Namespace, model_name: str, kwargs: Dict[str, Any], de
     return model, infer_step, train_step
 
 
-def _time_steps(step: Callable[[], None], iters: int, device: torch.device) -> float:
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(iters):
-        step()
-    _sync(device)
-    return (time.perf_counter() - start) / iters
-
-
 def _memory_worker(queue, args: argparse.Namespace, model_name: str, kwargs: Dict[str, Any]) -> None:
     try:
         device = _setup(args)
@@ -125,7 +109,7 @@ def _memory_worker(queue, args: argparse.Namespace, model_name: str, kwargs: Dic
             if device.type == 'cuda':
                 torch.cuda.reset_peak_memory_stats(device)
             step()
-            _sync(device)
+            synchronize(device)
             peak = torch.cuda.max_memory_allocated(device) if device.type == 'cuda' else _peak_rss_bytes() - base
             result[f'{phase}_peak_mib'] = peak / 2 ** 20
         queue.put(result)
@@ -218,14 +202,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         timed[f'{label}|infer'] = infer_step
         timed[f'{label}|train'] = train_step
     timed.update(_clustering_steps(args, device))
-    for step in timed.values():  # warm-up round (compilation happens here)
-        step()
-    seconds: Dict[str, List[float]] = {k: [] for k in timed}
-    for r in range(args.rounds):
-        for key, step in timed.items():
-            seconds[key].append(_time_steps(step, args.iters, device))
-        print(f'round {r + 1}/{args.rounds} done', file=sys.stderr, flush=True)
-    median = {k: statistics.median(v) for k, v in seconds.items()}
+    # one warm-up round (compilation happens there), then the median of the round-robin rounds
+    median = time_round_robin(timed, device, 1, args.iters, args.rounds)
     for label, row in rows.items():
         row['train_img_s'] = args.batch_size / median[f'{label}|train']
         row['infer_img_s'] = args.batch_size / median[f'{label}|infer']

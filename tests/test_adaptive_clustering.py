@@ -293,3 +293,91 @@ def test_a_single_patch_query_is_one_cluster():
     assert out.index.shape == (2, 3, 2)
     assert out.index[..., 0].eq(0).all() and out.index[..., 1].eq(1).all()
     torch.testing.assert_close(out.prototypes[..., :2, :], q[..., :2, :])
+
+
+# --- the packed key, misuse, and building from timm's attention ------------------------------------------------
+
+def test_key_is_the_exact_integer_combination_of_the_codes():
+    # identity projection, no offset, r = 1: the codes are the (integer) queries themselves
+    L = 16
+    clustering = AdaptiveQueryClustering(L, num_rounds=L, bucket_width=1.0)
+    with torch.no_grad():
+        clustering.hash_proj.copy_(torch.eye(L))
+        clustering.hash_offset.zero_()
+    bound = int(clustering.code_bound)
+    assert bound == 2 ** 20  # 16 rounds: the float64 sums stay below 2^53
+    gen = torch.Generator().manual_seed(0)
+    codes = torch.randint(-bound, bound + 1, (1, 1, 64, L), generator=gen)
+    codes[0, 0, :4] = torch.tensor([bound, -bound]).repeat(L // 2)  # the extremes
+    codes[0, 0, 10] = codes[0, 0, 11]
+    keys = clustering.hash_keys(codes.float())
+    p = clustering.prime
+    weights = clustering.key_weights.long().tolist()
+    for i, code in enumerate(codes[0, 0].tolist()):
+        ka = sum(c * w[0] for c, w in zip(code, weights)) % p
+        kb = sum(c * w[1] for c, w in zip(code, weights)) % p
+        assert keys[0, 0, i].item() == ka * p + kb
+    assert keys[0, 0, 10] == keys[0, 0, 11]
+    assert keys.unique().numel() == codes[0, 0].unique(dim=0).shape[0]  # distinct codes, distinct keys
+
+
+def test_many_tokens_give_exactly_the_code_partition():
+    # a CoaT stage-1 sized group with coarse buckets: many shared codes, no false merge or split
+    clustering = AdaptiveQueryClustering(8, num_rounds=16, bucket_width=8.0)
+    q = _queries(3, shape=(1, 2, 3137, 8), scale=1.0)
+    out = clustering(q)
+    codes = _reference_codes(clustering, q[:, :, 1:])
+    for h in range(2):
+        expected = {}
+        for pos, code in enumerate(codes[0, h].tolist(), start=1):
+            expected.setdefault(tuple(code), set()).add(pos)
+        expected = {frozenset(g) for g in expected.values()} | {frozenset({0})}
+        assert _partition(out.index[0, h]) == expected
+        assert 1 < len(expected) < 3137
+
+
+def test_misused_queries_name_the_argument():
+    clustering = AdaptiveQueryClustering(8)
+    with pytest.raises(ValueError, match=r'\(B, heads, N, head_dim\)'):
+        clustering(torch.randn(2, 33, 8))
+    with pytest.raises(ValueError, match='head_dim=8.*create it with head_dim=16'):
+        clustering(torch.randn(2, 3, 33, 16))
+    with pytest.raises(ValueError, match='floating-point'):
+        clustering(torch.ones(2, 3, 33, 8, dtype=torch.int64))
+    for bad in (2.5, 0, True):
+        with pytest.raises(ValueError, match='head_dim'):
+            AdaptiveQueryClustering(bad)
+    with pytest.raises(ValueError, match='num_rounds'):
+        AdaptiveQueryClustering(8, num_rounds=1.5)
+    with pytest.raises(ValueError, match='num_prefix_tokens'):
+        AdaptiveQueryClustering(8, num_prefix_tokens=0.5)
+
+
+def test_misused_clustered_attention_names_the_argument():
+    with pytest.raises(ValueError, match='num_heads'):
+        ClusteredFactorAttnConvRelPosEnc(32, num_heads=0)
+    with pytest.raises(ValueError, match='dim must be'):
+        ClusteredFactorAttnConvRelPosEnc(32.5, num_heads=4)
+    crpe = ConvRelPosEnc(head_chs=8, num_heads=4, window={3: 2, 5: 2})
+    attn = ClusteredFactorAttnConvRelPosEnc(32, num_heads=4, shared_crpe=crpe)
+    with pytest.raises(ValueError, match=r'\(B, 1 \+ H\*W, C\)'):
+        attn(torch.randn(2, 32, 4, 4), size=(4, 4))
+    with pytest.raises(ValueError, match='size=\\(4, 4\\) needs 1 \\+ 4\\*4 = 17 tokens'):
+        attn(torch.randn(2, 16, 32), size=(4, 4))
+    with pytest.raises(ValueError, match='dim=32'):
+        attn(torch.randn(2, 17, 16), size=(4, 4))
+
+
+def test_from_timm_copies_settings_and_weights():
+    torch.manual_seed(0)
+    crpe = ConvRelPosEnc(head_chs=8, num_heads=4, window={3: 2, 5: 2})
+    timm_attn = FactorAttnConvRelPosEnc(32, num_heads=4, qkv_bias=True, proj_drop=0.1, shared_crpe=crpe).eval()
+    ours = ClusteredFactorAttnConvRelPosEnc.from_timm(timm_attn, attn='factorized', singleton=True, seed=3).eval()
+    assert ours.crpe is timm_attn.crpe and ours.num_heads == 4 and ours.proj_drop.p == 0.1
+    assert ours.qkv.bias is not None and ours.clustering.seed == 3 and ours.clustering.singleton
+    x = torch.randn(2, 1 + 16, 32)
+    torch.testing.assert_close(ours(x, size=(4, 4)), timm_attn(x, size=(4, 4)))
+    with pytest.raises(TypeError, match='unknown clustering arguments'):
+        ClusteredFactorAttnConvRelPosEnc.from_timm(timm_attn, rounds=4)
+    with pytest.raises(TypeError, match='FactorAttnConvRelPosEnc'):
+        ClusteredFactorAttnConvRelPosEnc.from_timm(torch.nn.Linear(2, 2))

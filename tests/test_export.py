@@ -22,9 +22,6 @@ FAMILY_MODELS = {
     'vit_small_conv_embed': 32,
     'coat_lite_clustering': 64,
 }
-# Fixed on the branch that makes the super-token embedding exportable with the TorchScript-based exporter.
-SUPERTOKEN_LEGACY_ONNX_XFAIL = pytest.mark.xfail(
-    reason='super-token legacy ONNX: F.fold col2im; fixed on h-perf', strict=False)
 ATOL = 1e-4  # float32 through different kernels; the models' logits are O(1)
 
 
@@ -74,8 +71,7 @@ def test_onnx_dynamo_exporter(exported, tmp_path):
                                atol=ATOL, rtol=0)
 
 
-@pytest.mark.parametrize('name', [
-    pytest.param(n, marks=SUPERTOKEN_LEGACY_ONNX_XFAIL) if 'supertoken' in n else n for n in FAMILY_MODELS])
+@pytest.mark.parametrize('name', FAMILY_MODELS)
 def test_onnx_torchscript_exporter(name, tmp_path):
     model, trace_input, run_input, expected = _model_and_inputs(name)
     torch.onnx.export(model, (trace_input,), str(tmp_path / f'{name}.onnx'), dynamo=False,

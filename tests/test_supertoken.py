@@ -194,3 +194,33 @@ def test_bad_arguments_and_rank():
         SuperTokenClustering(n_iter=-1)
     with pytest.raises(ValueError, match=r'\(B, C, H, W\)'):
         SuperTokenClustering()(torch.randn(4, 6, 6))
+
+
+def test_shifted_neighbours_are_unfold_and_fold():
+    # the shifted-slice formulation is exactly unfold (candidates) and fold (its adjoint), border cells included
+    from timm_posembed.layers.supertoken import _neighbours, _sum_from_neighbours
+    for h, w in ((3, 4), (1, 5), (2, 1)):
+        grid = torch.randn(2, 5, h, w)
+        ref = F.unfold(grid, kernel_size=3, padding=1).reshape(2, 5, 9, h, w).permute(0, 3, 4, 2, 1)
+        torch.testing.assert_close(_neighbours(grid.permute(0, 2, 3, 1)), ref, rtol=0, atol=0)
+        messages = torch.randn(2, h, w, 9, 5)
+        ref = F.fold(messages.permute(0, 4, 3, 1, 2).reshape(2, 45, h * w), (h, w), kernel_size=3, padding=1)
+        torch.testing.assert_close(_sum_from_neighbours(messages), ref.permute(0, 2, 3, 1))
+
+
+def test_misused_embedding_and_eps_name_the_argument():
+    from timm_posembed.layers import SuperTokenConvEmbed
+    with pytest.raises(ValueError, match='eps'):
+        SuperTokenClustering(eps=-1e-6)
+    with pytest.raises(ValueError, match='stoken_size'):
+        SuperTokenClustering(stoken_size=1.5)
+    with pytest.raises(ValueError, match='in_chans must be an integer >= 1'):
+        SuperTokenConvEmbed(img_size=32, in_chans=0, embed_dim=8)
+    with pytest.raises(ValueError, match='embed_dim must be an integer >= 1'):
+        SuperTokenConvEmbed(img_size=32, embed_dim=0)
+    with pytest.raises(ValueError, match='embed_dim'):
+        SuperTokenConvEmbed(img_size=32, embed_dim=7.5)
+    with pytest.raises(ValueError, match='num_conv_modules'):
+        SuperTokenConvEmbed(img_size=32, embed_dim=8, num_conv_modules=2.0)
+    with pytest.raises(ValueError, match='conv_channels'):
+        SuperTokenConvEmbed(img_size=32, embed_dim=8, conv_channels=(16, 0, 32, 64, 64, 64))

@@ -62,8 +62,6 @@ SMALL_RUN_ARGS = {
 }
 ONNX_STEPS = ('onnx_export.py', 'onnx_export.py+dynamo')
 # Fixed on the branch that makes the super-token embedding exportable with the TorchScript-based exporter.
-SUPERTOKEN_LEGACY_ONNX_XFAIL = pytest.mark.xfail(
-    reason='super-token legacy ONNX: F.fold col2im; fixed on h-perf', strict=False)
 
 
 def _timm_repo() -> Path:
@@ -324,9 +322,7 @@ def test_readme_benchmark_py(script_runs, family):
     assert result['param_count'] == pytest.approx(params / 1e6, abs=0.01)
 
 
-@pytest.mark.parametrize('family,step', [
-    pytest.param(family, step, marks=SUPERTOKEN_LEGACY_ONNX_XFAIL if (family, step) == ('supertoken', 'onnx_export.py')
-                 else ()) for family in FAMILY_MODELS for step in ONNX_STEPS])
+@pytest.mark.parametrize('family,step', [(family, step) for family in FAMILY_MODELS for step in ONNX_STEPS])
 def test_readme_onnx_export_py(script_runs, family, step):
     """onnx_export.py --check-forward passed (onnxruntime matched PyTorch); the file takes any batch size."""
     out = _readme_step(script_runs, family, step)

@@ -8,11 +8,12 @@ markdown table with each model's speed relative to its baseline.
 import fnmatch
 import gc
 import platform
+import statistics
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import timm
 import torch
@@ -22,7 +23,7 @@ from timm_posembed.complexity import model_complexity
 from timm_posembed.models import list_model_info
 
 __all__ = ['BenchConfig', 'BenchResult', 'PRECISIONS', 'select_models', 'bench_model', 'run_bench',
-           'environment', 'format_markdown']
+           'time_round_robin', 'synchronize', 'autocast_context', 'environment', 'format_markdown']
 
 PRECISIONS = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}  # autocast dtype
 
@@ -38,6 +39,7 @@ class BenchConfig:
     num_classes: int = 1000
     num_warmup: int = 3
     num_iters: int = 10
+    num_rounds: int = 1  # round-robin rounds of each baseline group; the median round is reported
     train: bool = True
 
 
@@ -84,9 +86,18 @@ def select_models(patterns: Optional[Sequence[str]] = None, with_baselines: bool
     return entries + [{'model': n, 'baseline': None} for n in foreign]
 
 
-def _synchronize(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
+    """Wait for ``device``'s queued work (CUDA); a no-op on the CPU."""
     if device.type == 'cuda':
         torch.cuda.synchronize(device)
+
+
+def autocast_context(device: torch.device, precision: str):
+    """The autocast context of ``precision`` (``fp32``: none) on ``device``; one home for every benchmark."""
+    if precision not in PRECISIONS:
+        raise ValueError(f'precision must be one of {list(PRECISIONS)}, got {precision!r}')
+    dtype = PRECISIONS[precision]
+    return torch.autocast(device_type=device.type, dtype=dtype) if dtype else nullcontext()
 
 
 def _reset_peak(device: torch.device) -> None:
@@ -98,21 +109,46 @@ def _peak_mib(device: torch.device) -> Optional[float]:
     return torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == 'cuda' else None
 
 
-def _timed(step, device: torch.device, num_warmup: int, num_iters: int) -> float:
-    """Seconds per call of ``step`` after ``num_warmup`` untimed calls (which also absorb compilation)."""
-    for _ in range(num_warmup):
-        step()
-    _synchronize(device)
-    start = time.perf_counter()
-    for _ in range(num_iters):
-        step()
-    _synchronize(device)
-    return (time.perf_counter() - start) / num_iters
+def time_round_robin(
+        steps: Mapping[str, Callable[[], None]],
+        device: torch.device,
+        num_warmup: int = 1,
+        num_iters: int = 1,
+        num_rounds: int = 1,
+) -> Dict[str, float]:
+    """Seconds per call of each step, the steps taking turns: after ``num_warmup`` untimed calls of each (which
+    also absorb compilation), ``num_rounds`` rounds each time ``num_iters`` calls of every step in turn; the
+    median round is returned. On a shared machine or a CPU that changes clock, load then hits every step alike
+    instead of whichever happens to run while it lasts."""
+    if num_iters < 1 or num_rounds < 1 or num_warmup < 0:
+        raise ValueError(f'time_round_robin: need num_iters >= 1, num_rounds >= 1 and num_warmup >= 0, got '
+                         f'{num_iters}, {num_rounds}, {num_warmup}')
+    for step in steps.values():
+        for _ in range(num_warmup):
+            step()
+    synchronize(device)
+    seconds: Dict[str, List[float]] = {key: [] for key in steps}
+    for _ in range(num_rounds):
+        for key, step in steps.items():
+            start = time.perf_counter()
+            for _ in range(num_iters):
+                step()
+            synchronize(device)
+            seconds[key].append((time.perf_counter() - start) / num_iters)
+    return {key: statistics.median(values) for key, values in seconds.items()}
 
 
-def bench_model(name: str, cfg: BenchConfig, baseline: Optional[str] = None, **model_kwargs: Any) -> BenchResult:
-    """Benchmark one model; an error (e.g. out of memory) is recorded in the result instead of raised."""
-    result = BenchResult(model=name, baseline=baseline, model_kwargs=dict(model_kwargs))
+@dataclass
+class _Case:
+    """One model ready to be timed: its result record and its inference and training steps."""
+    result: BenchResult
+    infer: Optional[Callable[[], None]] = None
+    train: Optional[Callable[[], None]] = None
+
+
+def _prepare(name: str, cfg: BenchConfig, baseline: Optional[str], model_kwargs: Dict[str, Any]) -> _Case:
+    """Build ``name`` and its steps; an error (unknown kwarg, out of memory) is recorded, not raised."""
+    case = _Case(BenchResult(model=name, baseline=baseline, model_kwargs=dict(model_kwargs)))
     device = torch.device(cfg.device)
     create_kwargs = dict(model_kwargs, num_classes=cfg.num_classes)
     if cfg.img_size:
@@ -120,49 +156,79 @@ def bench_model(name: str, cfg: BenchConfig, baseline: Optional[str] = None, **m
     try:
         input_size = (3, cfg.img_size, cfg.img_size) if cfg.img_size else None
         complexity = model_complexity(name, input_size=input_size, **create_kwargs)
-        result.input_size = list(complexity.input_size)
-        result.params, result.gmacs = complexity.params, complexity.gmacs
+        case.result.input_size = list(complexity.input_size)
+        case.result.params, case.result.gmacs = complexity.params, complexity.gmacs
         model = timm.create_model(name, **create_kwargs).to(device)
         memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         model = model.to(memory_format=memory_format)
         runner = torch.compile(model, mode=cfg.compile_mode) if cfg.compile_mode else model
-        autocast_dtype = PRECISIONS[cfg.precision]
-        autocast = (torch.autocast(device_type=device.type, dtype=autocast_dtype) if autocast_dtype
-                    else nullcontext())
+        autocast = autocast_context(device, cfg.precision)
         images = torch.randn(cfg.batch_size, *complexity.input_size, device=device).to(memory_format=memory_format)
         targets = torch.randint(0, cfg.num_classes, (cfg.batch_size,), device=device)
 
         def infer_step():
+            model.eval()  # the models of a group take turns, each in the mode of its own step
             with torch.no_grad(), autocast:
                 runner(images)
 
-        model.eval()
-        _reset_peak(device)
-        seconds = _timed(infer_step, device, cfg.num_warmup, cfg.num_iters)
-        result.infer_img_s, result.infer_peak_mib = cfg.batch_size / seconds, _peak_mib(device)
-
+        case.infer = infer_step
         if cfg.train:
             optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
             loss_fn = nn.CrossEntropyLoss()
 
             def train_step():
+                model.train()
                 optimizer.zero_grad(set_to_none=True)
                 with autocast:
                     loss = loss_fn(runner(images), targets)
                 loss.backward()
                 optimizer.step()
 
-            model.train()
-            _reset_peak(device)
-            seconds = _timed(train_step, device, cfg.num_warmup, cfg.num_iters)
-            result.train_img_s, result.train_peak_mib = cfg.batch_size / seconds, _peak_mib(device)
-    except Exception as e:  # one failing model (OOM, an unsupported option) must not stop the comparison
-        result.error = f'{type(e).__name__}: {e}'.splitlines()[0][:300]
+            case.train = train_step
+    except Exception as e:  # one failing model must not stop the comparison
+        case.result.error = f'{type(e).__name__}: {e}'.splitlines()[0][:300]
+    return case
+
+
+def _measure(cases: Sequence[_Case], cfg: BenchConfig) -> None:
+    """Time the cases' steps round-robin, phase by phase, into their results. The first warm-up step of each
+    case is run on its own, so that its CUDA peak memory is its own and a failing model drops out alone."""
+    device = torch.device(cfg.device)
+    for phase in ('infer', 'train'):
+        steps = {}
+        for i, case in enumerate(cases):
+            step = getattr(case, phase)
+            if case.result.error or step is None:
+                continue
+            try:
+                _reset_peak(device)
+                step()
+                synchronize(device)
+                setattr(case.result, f'{phase}_peak_mib', _peak_mib(device))
+                steps[i] = step
+            except Exception as e:  # e.g. out of memory in training only
+                case.result.error = f'{type(e).__name__}: {e}'.splitlines()[0][:300]
+        if not steps:
+            continue
+        seconds = time_round_robin(steps, device, max(0, cfg.num_warmup - 1), cfg.num_iters, cfg.num_rounds)
+        for i, sec in seconds.items():
+            setattr(cases[i].result, f'{phase}_img_s', cfg.batch_size / sec)
+
+
+def _release(device: torch.device) -> None:
+    gc.collect()
+    if device.type == 'cuda':
+        torch.cuda.empty_cache()
+
+
+def bench_model(name: str, cfg: BenchConfig, baseline: Optional[str] = None, **model_kwargs: Any) -> BenchResult:
+    """Benchmark one model on its own; an error (e.g. out of memory) is recorded in the result instead of raised."""
+    case = _prepare(name, cfg, baseline, model_kwargs)
+    try:
+        _measure([case], cfg)
     finally:
-        model = runner = None
-        gc.collect()
-        if device.type == 'cuda':
-            torch.cuda.empty_cache()
+        result, case = case.result, None
+        _release(torch.device(cfg.device))
     return result
 
 
@@ -174,19 +240,33 @@ def run_bench(
         progress=None,
 ) -> List[BenchResult]:
     """Benchmark the selected models and their baselines; ``model_kwargs`` go to the package's models only
-    (baselines are timm's models as published; ``cfg.img_size`` applies to all)."""
+    (baselines are timm's models as published; ``cfg.img_size`` applies to all). Each baseline and the models
+    compared with it live together and are timed round-robin (``time_round_robin``), so their ratios are fair
+    on a shared machine."""
     if cfg.precision not in PRECISIONS:
         raise ValueError(f'precision must be one of {list(PRECISIONS)}, got {cfg.precision!r}')
     if cfg.device.startswith('cuda') and not torch.cuda.is_available():
         raise RuntimeError('device cuda asked for but torch sees no CUDA device; use --device cpu')
     ours = {i.name for i in list_model_info()}
-    results = []
+    groups: List[List[Dict[str, Any]]] = []
     for entry in select_models(patterns, with_baselines):
-        kwargs = dict(model_kwargs or {}) if entry['model'] in ours else {}
-        result = bench_model(entry['model'], cfg, baseline=entry['baseline'], **kwargs)
-        if progress:
-            progress(result)
-        results.append(result)
+        group_key = entry['baseline'] or entry['model']
+        if groups and (groups[-1][0]['baseline'] or groups[-1][0]['model']) == group_key:
+            groups[-1].append(entry)
+        else:
+            groups.append([entry])
+    results = []
+    for group in groups:
+        cases = [_prepare(e['model'], cfg, e['baseline'], dict(model_kwargs or {}) if e['model'] in ours else {})
+                 for e in group]
+        _measure(cases, cfg)
+        group_results = [c.result for c in cases]
+        cases = None
+        _release(torch.device(cfg.device))
+        for result in group_results:
+            if progress:
+                progress(result)
+            results.append(result)
     return results
 
 

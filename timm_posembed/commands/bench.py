@@ -36,6 +36,8 @@ def register(subparsers) -> None:
     p.add_argument('--warmup', type=_at_least(0), default=defaults.num_warmup,
                    help='untimed iterations per measurement')
     p.add_argument('--iters', type=_at_least(1), default=defaults.num_iters, help='timed iterations per measurement')
+    p.add_argument('--rounds', type=_at_least(1), default=defaults.num_rounds,
+                   help='round-robin rounds: each baseline and its models take turns, median round reported')
     p.add_argument('--no-train', action='store_true', help='inference only')
     p.add_argument('--model-kwargs', nargs='*', default={}, action=ParseKwargs,
                    help='kwargs for the package\'s models (not the baselines), e.g. n_iter=1')
@@ -92,7 +94,7 @@ def run(args) -> int:
     cfg = bench.BenchConfig(
         device=args.device, precision=args.precision, channels_last=args.channels_last, compile_mode=args.compile,
         batch_size=args.batch_size, img_size=args.img_size, num_classes=args.num_classes, num_warmup=args.warmup,
-        num_iters=args.iters, train=not args.no_train,
+        num_iters=args.iters, num_rounds=args.rounds, train=not args.no_train,
     )
     done = []
 

@@ -7,8 +7,9 @@ Attention is computed for the prototypes and broadcast back to the members. The 
 input: similar queries share a cluster, so a flat image gives fewer clusters than noise.
 
 Pure PyTorch with static shapes, so it runs on the meta device and traces with torch.fx / TorchScript:
-  * the ``L`` codes of a query are folded into one 62-bit key (two polynomial hashes modulo primes near 2^31),
-    groups are found by sorting the keys, comparing neighbours and a cumulative sum;
+  * the ``L`` codes of a query are folded into one 58-bit key by one small float64 matmul (two random integer
+    combinations of the codes, exact in float64, each reduced modulo a prime near 2^29); groups are found by
+    sorting the keys, comparing neighbours and a cumulative sum;
   * prototypes are a scatter-add mean, broadcast is a gather. Prototypes live in ``N`` slots (one per query), so
     no shape depends on the data; the slots left empty are zeros. ``capacity`` bounds the slots (see below).
   * Autograd of scatter-add-mean then gather gives ACT's rules exactly: a member's gradient is its prototype's
@@ -23,13 +24,17 @@ from typing import NamedTuple, Optional
 
 import torch
 import torch.nn as nn
-from timm.layers import register_notrace_module
+from timm.layers import register_notrace_function, register_notrace_module
 
 __all__ = ['AdaptiveQueryClustering', 'QueryClusters', 'broadcast_to_members']
 
-# Two primes below 2^31: a Horner step (h * base + code) % p stays below 2^62, inside int64.
-_PRIME_A = 2147483647
-_PRIME_B = 2147483629
+# The largest prime below 2^29. The key weights are integers in [1, p); two independent weight vectors give two
+# residues modulo p, packed into one int64 key below p^2 < 2^58.
+_PRIME = 536870909
+# float64 represents every integer up to 2^53 exactly: with |code| <= bound and L weights below p, every partial
+# sum of the weighted codes stays below L * bound * p <= 2^53, so the matmul is exact in any summation order.
+_EXACT_FLOAT64 = 2 ** 53
+_LEGACY_DRAW_HIGH = 2147483629
 
 
 class QueryClusters(NamedTuple):
@@ -38,6 +43,23 @@ class QueryClusters(NamedTuple):
     prototypes: torch.Tensor  # (B, heads, S, Ch): mean of the members of each slot (zeros where empty)
     counts: torch.Tensor  # (B, heads, S) float32: members per slot
     num_clusters: torch.Tensor  # (B, heads) int64: non-empty slots (prefix tokens included)
+
+
+@register_notrace_function
+@torch.jit.ignore
+def _check_queries(q: torch.Tensor, head_dim: int) -> None:
+    """Raise ``ValueError`` unless ``q`` is ``(B, heads, N, head_dim)`` floating point with N >= 1."""
+    if q.ndim != 4:
+        raise ValueError(f'AdaptiveQueryClustering expects queries of shape (B, heads, N, head_dim), got shape '
+                         f'{tuple(q.shape)}')
+    if q.shape[-1] != head_dim:
+        raise ValueError(f'AdaptiveQueryClustering(head_dim={head_dim}): the queries have {q.shape[-1]} channels per '
+                         f'head (last dimension); create it with head_dim={q.shape[-1]}')
+    if not q.is_floating_point():
+        raise ValueError(f'AdaptiveQueryClustering expects floating-point queries, got {q.dtype}')
+
+
+torch.fx.wrap('_check_queries')  # a leaf for plain torch.fx.symbolic_trace too
 
 
 def broadcast_to_members(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -95,55 +117,51 @@ class AdaptiveQueryClustering(nn.Module):
                 define the hash function and are not model weights.
         """
         super().__init__()
-        if head_dim < 1:
-            raise ValueError(f'AdaptiveQueryClustering: head_dim must be >= 1, got {head_dim}')
-        if num_rounds < 1:
-            raise ValueError(f'AdaptiveQueryClustering: num_rounds must be >= 1, got {num_rounds}')
+        if isinstance(head_dim, bool) or int(head_dim) != head_dim or head_dim < 1:
+            raise ValueError(f'AdaptiveQueryClustering: head_dim must be an integer >= 1, got {head_dim!r}')
+        if int(num_rounds) != num_rounds or not 1 <= num_rounds <= 4096:
+            raise ValueError(f'AdaptiveQueryClustering: num_rounds must be an integer in 1..4096, got {num_rounds!r}')
         if not bucket_width > 0:
             raise ValueError(f'AdaptiveQueryClustering: bucket_width must be > 0, got {bucket_width}')
-        if num_prefix_tokens < 0:
-            raise ValueError(f'AdaptiveQueryClustering: num_prefix_tokens must be >= 0, got {num_prefix_tokens}')
+        if int(num_prefix_tokens) != num_prefix_tokens or num_prefix_tokens < 0:
+            raise ValueError(
+                f'AdaptiveQueryClustering: num_prefix_tokens must be an integer >= 0, got {num_prefix_tokens!r}')
         if capacity is not None and not 0.0 < capacity <= 1.0:
             raise ValueError(f'AdaptiveQueryClustering: capacity must be in (0, 1] or None, got {capacity}')
-        self.head_dim = head_dim
-        self.num_rounds = num_rounds
+        self.head_dim = int(head_dim)
+        self.num_rounds = int(num_rounds)
         self.bucket_width = float(bucket_width)
-        self.num_prefix_tokens = num_prefix_tokens
+        self.num_prefix_tokens = int(num_prefix_tokens)
         self.capacity = capacity
         self.singleton = singleton
         self.seed = seed
-        # Bases of the two polynomial hashes that fold the L codes into one key (drawn once, part of the hash).
-        gen = torch.Generator(device='cpu').manual_seed(seed)
-        bases = torch.randint(1, _PRIME_B, (2,), generator=gen, device='cpu')
-        self.base_a = int(bases[0])
-        self.base_b = int(bases[1])
-        self.prime_a = _PRIME_A  # attributes, not globals: TorchScript reads no global constants
-        self.prime_b = _PRIME_B
+        # Codes are clamped to +-code_bound so that the weighted sums of the key stay exact in float64.
+        self.code_bound = float(min(2 ** 20, _EXACT_FLOAT64 // (num_rounds * _PRIME)))
+        self.prime = _PRIME  # an attribute, not a global: TorchScript reads no global constants
         self.register_buffer('hash_proj', torch.empty(head_dim, num_rounds, device=device), persistent=False)
         self.register_buffer('hash_offset', torch.empty(num_rounds, device=device), persistent=False)
-        # base^(L-1-l) mod p of both hashes, (2, L): the Horner polynomial as one product and sum.
+        # (L, 2) float64 integer weights in [1, p) of the two residues of the key (drawn once, part of the hash).
         self.register_buffer(
-            'hash_powers', torch.empty(2, num_rounds, device=device, dtype=torch.int64), persistent=False)
+            'key_weights', torch.empty(num_rounds, 2, device=device, dtype=torch.float64), persistent=False)
         self.last_num_clusters = None
         self.init_non_persistent_buffers()
 
     def init_non_persistent_buffers(self) -> None:
-        """(Re)build the hash projections ``a ~ N(0, I)``, offsets ``b ~ U(0, r)`` and key powers from the seed."""
+        """(Re)build the hash projections ``a ~ N(0, I)``, offsets ``b ~ U(0, r)`` and key weights from the seed."""
         if self.hash_proj.is_meta:
             return
         # Drawn on the CPU with their own generator: the same hash on every device, independent of global RNG.
         gen = torch.Generator(device='cpu').manual_seed(self.seed)
-        torch.randint(1, _PRIME_B, (2,), generator=gen, device='cpu')  # advance past the key bases
+        # Drawn and discarded: keeps a and b (so every partition into clusters) those of earlier releases, whose
+        # key came from two draws here.
+        torch.randint(1, _LEGACY_DRAW_HIGH, (2,), generator=gen, device='cpu')
         proj = torch.randn(self.head_dim, self.num_rounds, generator=gen, device='cpu', dtype=torch.float32)
         offset = torch.rand(self.num_rounds, generator=gen, device='cpu', dtype=torch.float32) * self.bucket_width
-        powers = torch.tensor([
-            [pow(base, self.num_rounds - 1 - i, prime) for i in range(self.num_rounds)]
-            for base, prime in ((self.base_a, self.prime_a), (self.base_b, self.prime_b))
-        ], dtype=torch.int64)
+        weights = torch.randint(1, self.prime, (self.num_rounds, 2), generator=gen, device='cpu')
         with torch.no_grad():
             self.hash_proj.copy_(proj)
             self.hash_offset.copy_(offset)
-            self.hash_powers.copy_(powers)
+            self.key_weights.copy_(weights.double())
 
     def _apply(self, fn, recurse: bool = True):
         super()._apply(fn, recurse)
@@ -151,6 +169,7 @@ class AdaptiveQueryClustering(nn.Module):
         # .half(), to_empty, ...) rebuild them: a bf16 round trip would otherwise change the hash for good.
         self.hash_proj = self.hash_proj.float()
         self.hash_offset = self.hash_offset.float()
+        self.key_weights = self.key_weights.double()
         self.init_non_persistent_buffers()
         return self
 
@@ -164,18 +183,21 @@ class AdaptiveQueryClustering(nn.Module):
 
     def hash_keys(self, q: torch.Tensor) -> torch.Tensor:
         """One int64 key per query ``(B, heads, M, Ch) -> (B, heads, M)``, equal iff all L E2LSH codes are equal
-        (up to a collision probability below 1e-17 per pair of distinct code vectors)."""
-        proj = torch.matmul(q.float(), self.hash_proj.float()) + self.hash_offset.float()
-        # Clamped before the int64 cast, far outside any realistic code (|a·q| / r < 2^30).
-        codes = torch.floor(proj / self.bucket_width).clamp(-2.0 ** 30, 2.0 ** 30).to(torch.int64)
-        # Two polynomial hashes of the L codes modulo primes < 2^31: every product stays below 2^62 and the sum
-        # of L reduced terms below 2^63, so int64 never overflows.
-        key_a = torch.remainder(torch.remainder(codes, self.prime_a) * self.hash_powers[0], self.prime_a)
-        key_b = torch.remainder(torch.remainder(codes, self.prime_b) * self.hash_powers[1], self.prime_b)
-        key_a = torch.remainder(key_a.sum(dim=-1), self.prime_a)
-        key_b = torch.remainder(key_b.sum(dim=-1), self.prime_b)
-        # Mixed radix, exact: key_b < prime_b and the result stays below 2^62.
-        return key_a * self.prime_b + key_b
+        (up to a collision probability of 1/p^2 < 4e-18 per pair of distinct code vectors)."""
+        # Detached (codes are discrete: no gradient) and in place on the one fresh tensor: the hash is a few
+        # passes over (B, heads, M, L) floats, the largest tensor of the clustering.
+        # (.float(): under autocast the matmul returns float16/bfloat16, whose range cannot hold the clamp bound.)
+        codes = torch.matmul(q.detach().float(), self.hash_proj.float()).float()
+        # float32 holds these integers exactly (|code| <= code_bound <= 2^20); beyond it codes merge, far outside
+        # any realistic |a·q| / r.
+        codes = codes.add_(self.hash_offset.float()).div_(self.bucket_width).floor_()
+        codes = codes.clamp_(-self.code_bound, self.code_bound)
+        # Two integer combinations Σ_l w_l c_l of the codes, exact in float64 (see code_bound), in one matmul
+        # instead of L int64 passes per hash. For distinct code vectors c != c' (|c_l - c'_l| < p) and weights
+        # uniform in [1, p), the residues mod p agree with probability about 1/p each, independently.
+        sums = torch.matmul(codes.double(), self.key_weights).to(torch.int64)
+        residues = torch.remainder(sums, self.prime)
+        return residues[..., 0] * self.prime + residues[..., 1]
 
     def _group(self, q_patch: torch.Tensor) -> torch.Tensor:
         """Cluster id in ``[0, M)`` of each of the ``M`` hashed queries, ``(B, heads, M)`` int64. Ids are
@@ -185,7 +207,7 @@ class AdaptiveQueryClustering(nn.Module):
         changed = (sorted_keys[..., 1:] != sorted_keys[..., :-1]).to(torch.int64)
         # the first id comes from sorted_keys, not changed: with one query, changed is empty
         sorted_ids = torch.cat([torch.zeros_like(sorted_keys[..., :1]), changed.cumsum(dim=-1)], dim=-1)
-        return torch.zeros_like(sorted_ids).scatter(-1, order, sorted_ids)
+        return torch.empty_like(sorted_ids).scatter_(-1, order, sorted_ids)  # order is a permutation: all set
 
     def _limit_to_capacity(self, q_patch: torch.Tensor, ids: torch.Tensor, num_kept: int) -> torch.Tensor:
         """Map cluster ids in ``[0, M)`` to ``num_kept`` slots: the most populated clusters keep a slot, the members
@@ -220,6 +242,7 @@ class AdaptiveQueryClustering(nn.Module):
         ``num_tokens``: N as a Python int. Needed only with ``capacity`` under torch.fx tracing, where ``q.shape``
         is symbolic and the slot count must be a constant (CoaT passes ``1 + H * W`` from its static grid).
         """
+        _check_queries(q, self.head_dim)
         B, H, N, C = q.shape
         P = self.num_prefix_tokens
         num_slots = N
@@ -237,11 +260,12 @@ class AdaptiveQueryClustering(nn.Module):
             index = torch.cat([prefix, ids + P], dim=-1)
 
         # Means in float32: a low-precision sum over thousands of members would lose the mean.
+        # In place into fresh zeros (the out-of-place scatter_add would copy them first).
         q32 = q.float()
         counts = torch.zeros((B, H, num_slots), device=q.device, dtype=torch.float32)
-        counts = counts.scatter_add(-1, index, torch.ones_like(q32[..., 0]))
+        counts = counts.scatter_add_(-1, index, torch.ones((1, 1, 1), device=q.device).expand(B, H, N))
         sums = torch.zeros((B, H, num_slots, C), device=q.device, dtype=torch.float32)
-        sums = sums.scatter_add(2, index.unsqueeze(-1).expand(B, H, N, C), q32)
+        sums = sums.scatter_add_(2, index.unsqueeze(-1).expand(B, H, N, C), q32)
         prototypes = (sums / counts.clamp(min=1.0).unsqueeze(-1)).to(q.dtype)
         num_clusters = (counts > 0).sum(dim=-1)
         self.last_num_clusters = num_clusters.detach()

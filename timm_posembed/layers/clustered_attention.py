@@ -17,8 +17,8 @@ from typing import Any, Literal, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
-from timm.layers import use_fused_attn
-from timm.models.coat import FactorAttnConvRelPosEnc
+from timm.layers import register_notrace_function, use_fused_attn
+from timm.models import coat as timm_coat  # through the public timm.models package, as a plugin should
 
 from .adaptive_clustering import AdaptiveQueryClustering, broadcast_to_members
 
@@ -27,7 +27,24 @@ __all__ = ['ClusteredFactorAttnConvRelPosEnc', 'ClusterAttnMode']
 ClusterAttnMode = Literal['factorized', 'softmax']
 
 
-class ClusteredFactorAttnConvRelPosEnc(FactorAttnConvRelPosEnc):
+@register_notrace_function
+@torch.jit.ignore
+def _check_tokens(x: torch.Tensor, size: Tuple[int, int], dim: int) -> None:
+    """Raise ``ValueError`` unless ``x`` is ``(B, 1 + H*W, dim)`` for ``size = (H, W)``."""
+    if x.ndim != 3:
+        raise ValueError(f'ClusteredFactorAttnConvRelPosEnc expects tokens of shape (B, 1 + H*W, C), class token '
+                         f'first, got shape {tuple(x.shape)}')
+    if x.shape[-1] != dim:
+        raise ValueError(f'ClusteredFactorAttnConvRelPosEnc(dim={dim}): the tokens have {x.shape[-1]} channels')
+    if x.shape[1] != 1 + size[0] * size[1]:
+        raise ValueError(f'ClusteredFactorAttnConvRelPosEnc: size={tuple(size)} needs 1 + {size[0]}*{size[1]} = '
+                         f'{1 + size[0] * size[1]} tokens (class token first), got {x.shape[1]}')
+
+
+torch.fx.wrap('_check_tokens')  # a leaf for plain torch.fx.symbolic_trace too
+
+
+class ClusteredFactorAttnConvRelPosEnc(timm_coat.FactorAttnConvRelPosEnc):
     """ timm's ``FactorAttnConvRelPosEnc`` with its queries clustered into prototypes (ACT).
 
     Same constructor arguments and parameters as the timm class, plus the clustering settings, which are passed
@@ -63,6 +80,9 @@ class ClusteredFactorAttnConvRelPosEnc(FactorAttnConvRelPosEnc):
         """
         if attn not in ('factorized', 'softmax'):
             raise ValueError(f"ClusteredFactorAttnConvRelPosEnc: attn must be 'factorized' or 'softmax', got {attn!r}")
+        for name, value in (('dim', dim), ('num_heads', num_heads)):
+            if isinstance(value, bool) or int(value) != value or value < 1:
+                raise ValueError(f'ClusteredFactorAttnConvRelPosEnc: {name} must be an integer >= 1, got {value!r}')
         if dim % num_heads:
             raise ValueError(f'ClusteredFactorAttnConvRelPosEnc: dim {dim} is not divisible by num_heads {num_heads}')
         super().__init__(
@@ -90,7 +110,40 @@ class ClusteredFactorAttnConvRelPosEnc(FactorAttnConvRelPosEnc):
             dtype=dtype,
         )
 
+    @classmethod
+    def from_timm(
+            cls, timm_attn: timm_coat.FactorAttnConvRelPosEnc, /, **cluster_kwargs: Any,
+    ) -> 'ClusteredFactorAttnConvRelPosEnc':
+        """The clustered twin of timm's ``timm_attn``: same settings, sharing its CRPE module, with the parameters
+        of ``timm_attn`` copied (strict: the two classes have the same state dict keys).
+
+        ``cluster_kwargs``: ``attn``, ``num_rounds``, ``bucket_width``, ``capacity``, ``singleton``, ``seed``.
+        """
+        if not isinstance(timm_attn, timm_coat.FactorAttnConvRelPosEnc):
+            raise TypeError(f'ClusteredFactorAttnConvRelPosEnc.from_timm: timm_attn must be timm\'s '
+                            f'FactorAttnConvRelPosEnc, got {type(timm_attn).__name__}')
+        allowed = {'attn', 'num_rounds', 'bucket_width', 'capacity', 'singleton', 'seed'}
+        unknown = sorted(set(cluster_kwargs) - allowed)
+        if unknown:
+            raise TypeError(f'ClusteredFactorAttnConvRelPosEnc.from_timm: unknown clustering arguments {unknown}; '
+                            f'expected some of {sorted(allowed)}')
+        param = timm_attn.qkv.weight
+        module = cls(
+            timm_attn.qkv.in_features,
+            num_heads=timm_attn.num_heads,
+            qkv_bias=timm_attn.qkv.bias is not None,
+            attn_drop=timm_attn.attn_drop.p,
+            proj_drop=timm_attn.proj_drop.p,
+            shared_crpe=timm_attn.crpe,
+            device=param.device,
+            dtype=param.dtype,
+            **cluster_kwargs,
+        )
+        module.load_state_dict(timm_attn.state_dict(), strict=True)
+        return module
+
     def forward(self, x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+        _check_tokens(x, size, self.qkv.in_features)
         B, N, C = x.shape
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # [B, h, N, Ch]

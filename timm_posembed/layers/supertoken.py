@@ -51,11 +51,43 @@ def _upcast_half(x: torch.Tensor) -> torch.Tensor:
 
 
 def _cell_pixels(x: torch.Tensor, s: int) -> torch.Tensor:
-    """``(B, C, H, W) -> (B, L, s², C)``: the pixel tokens of each s×s cell, cells in row-major order."""
+    """``(B, C, H, W) -> (B, h, w, s², C)``: the pixel tokens of each s×s cell. Splitting H and W of the NHWC view
+    is a view in either memory format, so the one copy is the final merge."""
     B, C, H, W = x.shape
     h = H // s
     w = W // s
-    return x.reshape(B, C, h, s, w, s).permute(0, 2, 4, 3, 5, 1).reshape(B, h * w, s * s, C)
+    return x.permute(0, 2, 3, 1).reshape(B, h, s, w, s, C).permute(0, 1, 3, 2, 4, 5).reshape(B, h, w, s * s, C)
+
+
+def _shift(t: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """``(B, h, w, C)`` shifted by ``(dy, dx)`` cells: ``out[i, j] = t[i - dy, j - dx]``, zeros where that is outside.
+    A crop and a pad, so the backward is a crop and a pad of the same size too (slicing one padded tensor nine
+    times would make autograd allocate nine padded gradients)."""
+    h, w = t.shape[1], t.shape[2]
+    t = t[:, max(0, -dy):h - max(0, dy), max(0, -dx):w - max(0, dx)]
+    return F.pad(t, (0, 0, max(0, dx), max(0, -dx), max(0, dy), max(0, -dy)))
+
+
+def _neighbours(grid: torch.Tensor) -> torch.Tensor:
+    """``(B, h, w, C) -> (B, h, w, 9, C)``: each cell's 3x3 neighbourhood (row-major), zeros outside the grid.
+    Nine shifted copies: what ``unfold`` computes, without im2col, and exportable by every ONNX exporter."""
+    shifted = []
+    for k in range(9):
+        shifted.append(grid if k == 4 else _shift(grid, 1 - k // 3, 1 - k % 3))
+    return torch.stack(shifted, dim=3)
+
+
+def _sum_from_neighbours(messages: torch.Tensor) -> torch.Tensor:
+    """``(B, h, w, 9, C) -> (B, h, w, C)``, the adjoint of ``_neighbours``: cell (i, j) sends its k-th message to
+    its k-th neighbour and every cell sums what it receives (messages to cells outside the grid are dropped).
+    Nine shifted adds instead of ``fold``, whose col2im the legacy ONNX exporter cannot export with a traced
+    output size."""
+    parts = messages.unbind(3)
+    out = parts[4]
+    for k in range(9):
+        if k != 4:
+            out = out + _shift(parts[k], k // 3 - 1, k % 3 - 1)
+    return out
 
 
 # Leaves for plain torch.fx.symbolic_trace too (register_notrace_function covers timm's own fx tracers).
@@ -98,39 +130,30 @@ class SuperTokenClustering(nn.Module):
             raise ValueError(f'SuperTokenClustering: stoken_size must be an integer >= 1, got {stoken_size!r}')
         if int(n_iter) != n_iter or n_iter < 0:
             raise ValueError(f'SuperTokenClustering: n_iter must be an integer >= 0, got {n_iter!r}')
+        if not eps >= 0:
+            raise ValueError(f'SuperTokenClustering: eps must be >= 0 (it is added to a sum of weights), got {eps!r}')
         self.stoken_size = int(stoken_size)
         self.n_iter = int(n_iter)
         self.grad_through_assoc = bool(grad_through_assoc)
         self.eps = float(eps)
 
-    def _associations(self, pixels: torch.Tensor, stokens: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        """Softmax over the 9 candidate super tokens, ``(B, L, s², 9)``.
+    def _associations(self, pixels: torch.Tensor, stokens: torch.Tensor, invalid: torch.Tensor) -> torch.Tensor:
+        """Softmax over the 9 candidate super tokens, ``(B, h, w, s², 9)``.
 
-        pixels: ``(B, L, s², C)`` pixel tokens grouped by cell; stokens: ``(B, C, h, w)``; valid: ``(1, L, 1, 9)``.
+        pixels: ``(B, h, w, s², C)`` pixel tokens grouped by cell; stokens: ``(B, h, w, C)``; invalid:
+        ``(1, h, w, 1, 9)``, True for the neighbour slots outside the grid.
         """
-        B, C, h, w = stokens.shape
-        # (B, C*9, L): the super token of cell l's k-th neighbour (3x3 window, row-major), zeros outside the grid.
-        candidates = F.unfold(stokens, kernel_size=3, padding=1).reshape(B, C, 9, h * w).permute(0, 3, 1, 2)
-        logits = torch.matmul(pixels, candidates) * (C ** -0.5)
-        logits = logits.masked_fill(valid.logical_not(), float('-inf'))
+        C = stokens.shape[-1]
+        candidates = _neighbours(stokens)  # (B, h, w, 9, C)
+        logits = torch.matmul(pixels, candidates.transpose(-1, -2)) * (C ** -0.5)
+        logits = logits.masked_fill(invalid, float('-inf'))
         return logits.softmax(dim=-1)
 
-    def _weighted_mean(
-            self,
-            pixels: torch.Tensor,
-            assoc: torch.Tensor,
-            grid: Tuple[int, int],
-            detach_norm: bool,
-    ) -> torch.Tensor:
-        """``Σ_i A_ij x_i / (Σ_i A_ij + eps)`` for every super token j, ``(B, C, h, w)``."""
-        B, L, _, C = pixels.shape
-        h, w = grid
-        # Each cell sends its pixels' weighted sums to its 9 candidates; fold adds them up at the candidates'
-        # positions (contributions to out-of-grid candidates have zero weight and fall into fold's padding).
-        num = torch.matmul(pixels.transpose(-1, -2), assoc)  # (B, L, C, 9)
-        num = F.fold(num.permute(0, 2, 3, 1).reshape(B, C * 9, L), output_size=(h, w), kernel_size=3, padding=1)
-        den = assoc.sum(dim=2).transpose(1, 2)  # (B, 9, L)
-        den = F.fold(den, output_size=(h, w), kernel_size=3, padding=1)
+    def _weighted_mean(self, pixels: torch.Tensor, assoc: torch.Tensor, detach_norm: bool) -> torch.Tensor:
+        """``Σ_i A_ij x_i / (Σ_i A_ij + eps)`` for every super token j, ``(B, h, w, C)``."""
+        # Each cell sends its pixels' weighted sums, and the sums of the weights, to its 9 candidates.
+        num = _sum_from_neighbours(torch.matmul(assoc.transpose(-1, -2), pixels))  # (B, h, w, C)
+        den = _sum_from_neighbours(assoc.sum(dim=-2).unsqueeze(-1))  # (B, h, w, 1)
         if detach_norm:
             den = den.detach()
         return num / (den + self.eps)
@@ -138,29 +161,25 @@ class SuperTokenClustering(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_feature_map(x, self.stoken_size)
         s = self.stoken_size
-        B, C, H, W = x.shape
-        h = H // s
-        w = W // s
         in_dtype = x.dtype
         x = _upcast_half(x)
-        stokens = F.avg_pool2d(x, kernel_size=s, stride=s) if s > 1 else x
         if self.n_iter == 0:
-            return stokens.to(in_dtype)
+            return (F.avg_pool2d(x, kernel_size=s, stride=s) if s > 1 else x).to(in_dtype)
 
-        pixels = _cell_pixels(x, s)
-        assoc_pixels = pixels if self.grad_through_assoc else _cell_pixels(x.detach(), s)
-        if not self.grad_through_assoc:
-            stokens = stokens.detach()
-        # (1, L, 1, 9): which of a cell's 9 neighbour slots lie inside the grid.
-        valid = F.unfold(x.new_ones((1, 1, h, w)), kernel_size=3, padding=1)
-        valid = valid.transpose(1, 2).reshape(1, h * w, 1, 9) > 0.5
+        # Cell-major NHWC layout throughout: a pixel's candidates and its cell's pixels are contiguous.
+        pixels = _cell_pixels(x, s)  # (B, h, w, s², C)
+        assoc_pixels = pixels if self.grad_through_assoc else pixels.detach()
+        stokens = assoc_pixels.mean(dim=3)  # S⁰, the s×s average pool
+        h, w = stokens.shape[1], stokens.shape[2]
+        invalid = _neighbours(x.new_ones((1, h, w, 1))).transpose(-1, -2) < 0.5  # (1, h, w, 1, 9)
 
         for _ in range(self.n_iter - 1):
-            assoc = self._associations(assoc_pixels, stokens, valid)
-            stokens = self._weighted_mean(assoc_pixels, assoc, (h, w), detach_norm=False)
-        assoc = self._associations(assoc_pixels, stokens, valid)
-        out = self._weighted_mean(pixels, assoc, (h, w), detach_norm=not self.grad_through_assoc)
-        return out.to(in_dtype)
+            assoc = self._associations(assoc_pixels, stokens, invalid)
+            stokens = self._weighted_mean(assoc_pixels, assoc, detach_norm=False)
+        assoc = self._associations(assoc_pixels, stokens, invalid)
+        out = self._weighted_mean(pixels, assoc, detach_norm=not self.grad_through_assoc)
+        # (B, C, h, w) as a view: channels_last strides, which the embedding's NHWC projection reads without a copy.
+        return out.permute(0, 3, 1, 2).to(in_dtype)
 
     def extra_repr(self) -> str:
         return f'stoken_size={self.stoken_size}, n_iter={self.n_iter}, grad_through_assoc={self.grad_through_assoc}'
@@ -243,6 +262,14 @@ class SuperTokenConvEmbed(TokenEmbedBase):
         )
         dd = {'device': device, 'dtype': dtype}
         conv_channels, conv_strides = tuple(conv_channels), tuple(conv_strides)
+        for name, value in (('in_chans', in_chans), ('embed_dim', embed_dim), ('num_conv_modules', num_conv_modules)):
+            minimum = 0 if name == 'num_conv_modules' else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ValueError(f'SuperTokenConvEmbed: {name} must be an integer >= {minimum}, got {value!r}')
+        bad = [v for v in conv_channels + conv_strides if isinstance(v, bool) or not isinstance(v, int) or v < 1]
+        if bad:
+            raise ValueError(f'SuperTokenConvEmbed: conv_channels and conv_strides must be integers >= 1, got '
+                             f'{conv_channels} and {conv_strides}')
         if len(conv_channels) != len(conv_strides):
             raise ValueError(
                 f'SuperTokenConvEmbed: conv_channels {conv_channels} and conv_strides {conv_strides} differ in length')
@@ -289,6 +316,8 @@ class SuperTokenConvEmbed(TokenEmbedBase):
         self.patch_size = patch_size
 
     def forward_grid(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
+        # channels_last through the stem: oneDNN / cuDNN run these thin 3x3 convolutions, GELU and BatchNorm
+        # faster in NHWC, and the clustering and projection work in NHWC anyway (no copy back).
+        x = self.stem(x.contiguous(memory_format=torch.channels_last))
         x = self.cluster(x)
         return self.proj(x.permute(0, 2, 3, 1))

@@ -22,7 +22,7 @@ from timm.layers import _assert
 from timm.models import generate_default_cfgs, register_model
 from timm.models import coat as timm_coat
 from timm.models._features import feature_take_indices
-from timm.models._manipulate import checkpoint
+from timm.models import checkpoint
 from timm.models.coat import CoaT, insert_cls, remove_cls
 
 from timm_posembed.layers.clustered_attention import ClusterAttnMode, ClusteredFactorAttnConvRelPosEnc
@@ -90,7 +90,6 @@ class CoaTClustering(CoaT):
         if bad:
             raise ValueError(f'cluster_stages must be stage indices in 0..{NUM_STAGES - 1}, got {bad}')
         super().__init__(*args, **kwargs)
-        dd = {'device': kwargs.get('device', None), 'dtype': kwargs.get('dtype', None)}
         self.cluster_attn = cluster_attn
         self.cluster_stages = cluster_stages
         self.grad_checkpointing = False
@@ -101,14 +100,8 @@ class CoaTClustering(CoaT):
                 layer_idx += 1
                 if stage not in cluster_stages:
                     continue
-                timm_attn = blk.factoratt_crpe
-                attn = ClusteredFactorAttnConvRelPosEnc(
-                    timm_attn.proj.in_features,
-                    num_heads=timm_attn.num_heads,
-                    qkv_bias=timm_attn.qkv.bias is not None,
-                    attn_drop=timm_attn.attn_drop.p,
-                    proj_drop=timm_attn.proj_drop.p,
-                    shared_crpe=timm_attn.crpe,
+                blk.factoratt_crpe = ClusteredFactorAttnConvRelPosEnc.from_timm(
+                    blk.factoratt_crpe,
                     attn=cluster_attn,
                     num_rounds=cluster_rounds,
                     bucket_width=cluster_bucket_width,
@@ -116,10 +109,7 @@ class CoaTClustering(CoaT):
                     singleton=singleton_clusters,
                     # distinct, reproducible hash per block (ACT draws a fresh one at every call)
                     seed=cluster_seed * 1000 + layer_idx,
-                    **dd,
                 )
-                attn.apply(self._init_weights)  # CoaT's init for the new qkv / proj
-                blk.factoratt_crpe = attn
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
