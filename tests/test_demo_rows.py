@@ -21,10 +21,11 @@ def test_rows_pair_each_model_with_its_catalog_baseline():
 
 
 def test_rows_follow_the_catalog(monkeypatch):
+    import dataclasses
     import timm_posembed.models as models
     real = models.model_info
-    moved = lambda name: real(name) if name != 'vit_tiny_supertoken_conv' else type(real(name))(  # noqa: E731
-        name='vit_tiny_supertoken_conv', baseline='vit_small_patch16_224', paper='p', seed='001')
+    moved = lambda name: real(name) if name != 'vit_tiny_supertoken_conv' else dataclasses.replace(  # noqa: E731
+        real(name), baseline='vit_small_patch16_224')
     monkeypatch.setattr(models, 'model_info', moved)
     rows = training_rows()
     st = next(r for r in rows if r.model == 'vit_tiny_supertoken_conv')
