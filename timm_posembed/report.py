@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from timm_posembed.output_files import write_atomically
 from timm_posembed.paper_tables import PaperRow, PaperTable
 from timm_posembed.train_runs import Run, RunFormatError, load_run, load_runs
 
@@ -342,6 +343,8 @@ def plot_curves(series: Sequence[Tuple[str, Run]], path: Path, title: str = '') 
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=120, format=path.suffix.lstrip('.') or 'png'))
+    finally:
+        plt.close(fig)
     return path

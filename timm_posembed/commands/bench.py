@@ -10,6 +10,7 @@ from typing import Optional
 from timm.utils import ParseKwargs
 
 from timm_posembed import bench
+from timm_posembed.output_files import write_atomically
 
 
 def register(subparsers) -> None:
@@ -122,7 +123,8 @@ def _write_outputs(args, cfg: bench.BenchConfig, results) -> str:
               f'{", torch.compile " + cfg.compile_mode if cfg.compile_mode else ""}')
     text = header + '\n\n' + bench.format_markdown(results, cfg)
     if args.markdown:
-        args.markdown.write_text(text + '\n')
+        write_atomically(args.markdown, lambda tmp: tmp.write_text(text + '\n'))
     if args.json:
-        args.json.write_text(json.dumps({'environment': env, 'results': [vars(r) for r in results]}, indent=2))
+        data = json.dumps({'environment': env, 'results': [vars(r) for r in results]}, indent=2)
+        write_atomically(args.json, lambda tmp: tmp.write_text(data))
     return text
