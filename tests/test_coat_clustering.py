@@ -205,3 +205,9 @@ def test_variants_match_timm_coat_lite_shapes_and_catalog():
         default = timm.create_model('coat_lite_clustering', device='meta')
     assert default.embed_dims == [64, 128, 256, 320]
     assert isinstance(default.serial_blocks1[0].factoratt_crpe, ClusteredFactorAttnConvRelPosEnc)
+
+
+@pytest.mark.parametrize('img_size', [8, (64, 16)])
+def test_img_size_too_small_is_named(img_size):
+    with pytest.raises(ValueError, match=r'img_size .* too small .* at least 32'):
+        timm.create_model('coat_lite_clustering', img_size=img_size)

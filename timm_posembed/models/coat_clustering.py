@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import _assert
+from timm.layers import _assert, to_2tuple
 from timm.models import generate_default_cfgs, register_model
 from timm.models import coat as timm_coat
 from timm.models._features import feature_take_indices
@@ -43,6 +43,17 @@ NUM_STAGES = 4
 def _tokens_to_map(x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
     """``(B, 1 + H*W, C)`` tokens, class token first, to a ``(B, C, H, W)`` map without the class token."""
     return remove_cls(x).reshape(x.shape[0], size[0], size[1], -1).permute(0, 3, 1, 2).contiguous()
+
+
+def _check_img_size(img_size: Any, patch_size: Any) -> None:
+    # CoaT's four stages patchify by patch_size, then by 2 three times: a smaller image would otherwise fail deep
+    # inside a convolution ("Kernel size can't be greater than actual input size").
+    reduction = int(patch_size) * 2 ** (NUM_STAGES - 1)
+    size = to_2tuple(img_size)
+    if not all(isinstance(s, int) and s >= reduction for s in size):
+        raise ValueError(
+            f'img_size {img_size!r} is too small for CoaT-Lite with patch_size={patch_size}: each side must be at '
+            f'least {reduction} (the patch size times the three stride-2 stages), e.g. img_size={reduction * 2}.')
 
 
 class CoaTClustering(CoaT):
@@ -83,6 +94,7 @@ class CoaTClustering(CoaT):
             raise ValueError(
                 'CoaTClustering does not support return_interm_layers; use features_only=True or '
                 'forward_intermediates() for per-stage features.')
+        _check_img_size(kwargs.get('img_size', 224), kwargs.get('patch_size', 16))
         if isinstance(cluster_stages, int):
             cluster_stages = (cluster_stages,)
         cluster_stages = tuple(sorted({int(s) for s in cluster_stages}))
