@@ -214,9 +214,9 @@ def test_misused_embedding_and_eps_name_the_argument():
         SuperTokenClustering(eps=-1e-6)
     with pytest.raises(ValueError, match='stoken_size'):
         SuperTokenClustering(stoken_size=1.5)
-    with pytest.raises(ValueError, match='in_chans must be an integer >= 1'):
+    with pytest.raises(ValueError, match='in_chans must be a positive integer, got 0'):
         SuperTokenConvEmbed(img_size=32, in_chans=0, embed_dim=8)
-    with pytest.raises(ValueError, match='embed_dim must be an integer >= 1'):
+    with pytest.raises(ValueError, match='embed_dim must be a positive integer'):
         SuperTokenConvEmbed(img_size=32, embed_dim=0)
     with pytest.raises(ValueError, match='embed_dim'):
         SuperTokenConvEmbed(img_size=32, embed_dim=7.5)

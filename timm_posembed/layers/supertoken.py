@@ -262,10 +262,9 @@ class SuperTokenConvEmbed(TokenEmbedBase):
         )
         dd = {'device': device, 'dtype': dtype}
         conv_channels, conv_strides = tuple(conv_channels), tuple(conv_strides)
-        for name, value in (('in_chans', in_chans), ('embed_dim', embed_dim), ('num_conv_modules', num_conv_modules)):
-            minimum = 0 if name == 'num_conv_modules' else 1
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ValueError(f'SuperTokenConvEmbed: {name} must be an integer >= {minimum}, got {value!r}')
+        # in_chans and embed_dim are checked by TokenEmbedBase
+        if isinstance(num_conv_modules, bool) or not isinstance(num_conv_modules, int) or num_conv_modules < 0:
+            raise ValueError(f'SuperTokenConvEmbed: num_conv_modules must be an integer >= 0, got {num_conv_modules!r}')
         bad = [v for v in conv_channels + conv_strides if isinstance(v, bool) or not isinstance(v, int) or v < 1]
         if bad:
             raise ValueError(f'SuperTokenConvEmbed: conv_channels and conv_strides must be integers >= 1, got '
