@@ -17,7 +17,7 @@ from timm.models import clean_state_dict, get_pretrained_cfg, resolve_model_inpu
 
 __all__ = [
     'PublishError', 'TrainCheckpoint', 'read_checkpoint', 'checkpoint_model_kwargs', 'parse_model_kwargs',
-    'dataset_from_train_args', 'nonfinite_tensors',
+    'dataset_from_train_args', 'nonfinite_tensors', 'few_names',
 ]
 
 # train.py pickles its argparse.Namespace with the weights; it only carries plain values, so it is safe to allow.
@@ -47,7 +47,7 @@ class TrainCheckpoint:
         return f'{what} of {self.path.name}' + (f' ({extra})' if extra else '')
 
 
-def _few(items: Sequence[Any], n: int = 10) -> str:
+def few_names(items: Sequence[Any], n: int = 10) -> str:
     shown = ', '.join(str(i) for i in items[:n])
     return f'[{shown}{", ..." if len(items) > n else ""}] ({len(items)})'
 
@@ -155,7 +155,8 @@ def read_checkpoint(path: Union[str, Path], use_ema: bool = False) -> TrainCheck
 def _checked_tensors(state_dict: Mapping[str, Any], path: Path) -> Dict[str, torch.Tensor]:
     not_tensors = [k for k, v in state_dict.items() if not isinstance(v, torch.Tensor)]
     if not_tensors:
-        raise PublishError(f'{path}: the weights contain non-tensor entries {_few(not_tensors)}; expected a state dict')
+        raise PublishError(
+            f'{path}: the weights contain non-tensor entries {few_names(not_tensors)}; expected a state dict')
     if not state_dict:
         raise PublishError(f'{path}: the state dict is empty')
     return dict(state_dict)

@@ -32,7 +32,7 @@ from timm.models._hub import save_config_for_hf
 from .checkpoints import (  # noqa: F401  (re-exported: publish's interface before the split)
     PublishError,
     TrainCheckpoint,
-    _few,
+    few_names,
     checkpoint_model_kwargs,
     dataset_from_train_args,
     nonfinite_tensors,
@@ -229,8 +229,8 @@ def publish_checkpoint(
     if nonfinite and not allow_nonfinite:
         raise PublishError(
             f'{ckpt.path}: {len(nonfinite)} tensor(s) of the {ckpt.weights} weights hold NaN or Inf: '
-            f'{_few(nonfinite, 5)}. The published model would output NaN: publish the checkpoint of an epoch before '
-            f'training diverged (or --ema), or pass --allow-nonfinite if the values are intended.')
+            f'{few_names(nonfinite, 5)}. The published model would output NaN: publish the checkpoint of an epoch '
+            f'before training diverged (or --ema), or pass --allow-nonfinite if the values are intended.')
     if ckpt.arch:
         trained_arch = split_model_name_tag(ckpt.arch)[0]
         if trained_arch != arch and is_model(trained_arch):

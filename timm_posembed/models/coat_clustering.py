@@ -133,7 +133,8 @@ class CoaTClustering(CoaT):
         out: Dict[int, List[ClusteredFactorAttnConvRelPosEnc]] = {}
         for stage in range(NUM_STAGES):
             blocks = getattr(self, f'serial_blocks{stage + 1}', None) or []
-            out[stage] = [b.factoratt_crpe for b in blocks if isinstance(b.factoratt_crpe, ClusteredFactorAttnConvRelPosEnc)]
+            out[stage] = [
+                b.factoratt_crpe for b in blocks if isinstance(b.factoratt_crpe, ClusteredFactorAttnConvRelPosEnc)]
         return out
 
     @torch.jit.ignore
