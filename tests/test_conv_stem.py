@@ -199,7 +199,7 @@ def test_pretrained_cfgs():
         assert cfg['hf_hub_id'] == timm_posembed.models.hub_id(name, 'in100')
         assert cfg['num_classes'] == 100 and cfg['first_conv'] == 'patch_embed.stem.0.conv'
         assert paper in cfg['paper_ids']
-        assert timm_posembed.models.model_info(name).seed == '001'
+        assert timm_posembed.models.model_info(name).paper.ids[0] == paper
     # in_chans adaptation goes through first_conv
     model = timm.create_model('vit_tiny_supertoken_conv', in_chans=1, num_classes=2)
     assert model(torch.randn(1, 1, 224, 224)).shape == (1, 2)
