@@ -244,7 +244,9 @@ def test_factorized_equals_cluster_mean_query_reference():
 def test_singleton_factorized_equals_timm_attention():
     ours, timm_attn = _attention_pair('factorized', singleton=True)
     x = torch.randn(2, 37, 32)
-    torch.testing.assert_close(ours(x, (6, 6)), timm_attn(x, (6, 6)), rtol=1e-5, atol=1e-6)
+    expected = timm_attn(x, (6, 6))
+    # float32 rounding of outputs up to ~200: the key softmax runs along another (contiguous) axis than timm's
+    torch.testing.assert_close(ours(x, (6, 6)), expected, rtol=1e-5, atol=1e-6 * expected.abs().max().item())
     assert set(ours.state_dict()) == set(timm_attn.state_dict())
 
 

@@ -62,11 +62,23 @@ def _check_queries(q: torch.Tensor, head_dim: int) -> None:
 torch.fx.wrap('_check_queries')  # a leaf for plain torch.fx.symbolic_trace too
 
 
+def _flat_rows(index: torch.Tensor, num_slots: int) -> torch.Tensor:
+    """Slot ``index`` ``(B, heads, N)`` as rows of the ``(B * heads * num_slots, D)`` matrix of all groups' slots."""
+    B, H, N = index.shape
+    group_start = torch.arange(B * H, device=index.device, dtype=index.dtype).view(B, H, 1) * num_slots
+    return (index + group_start).reshape(B * H * N)
+
+
 def broadcast_to_members(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """Per-slot ``values`` ``(B, heads, S, D)`` to every member query, ``(B, heads, N, D)``, by the slot ``index``
-    ``(B, heads, N)``. A gather: its gradient sums the members' gradients into their prototype."""
+    ``(B, heads, N)``. Its gradient sums the members' gradients into their prototype."""
     B, H, N = index.shape
-    return values.gather(2, index.unsqueeze(-1).expand(B, H, N, values.shape[-1]))
+    S, D = values.shape[-2:]
+    # Row selection from one (B*heads*S, D) matrix: on CPU about 3x faster than the equivalent gather along dim 2
+    # (whole contiguous rows are copied instead of per-element index arithmetic), and its backward (index_add)
+    # is faster than gather's (scatter_add).
+    rows = values.reshape(B * H * S, D).index_select(0, _flat_rows(index, S))
+    return rows.view(B, H, N, D)
 
 
 @register_notrace_module  # a leaf for timm's fx feature extraction: ~70 fewer nodes per block, counts kept
@@ -185,26 +197,32 @@ class AdaptiveQueryClustering(nn.Module):
         """One int64 key per query ``(B, heads, M, Ch) -> (B, heads, M)``, equal iff all L E2LSH codes are equal
         (up to a collision probability of 1/p^2 < 4e-18 per pair of distinct code vectors)."""
         # Detached (codes are discrete: no gradient) and in place on the one fresh tensor: the hash is a few
-        # passes over (B, heads, M, L) floats, the largest tensor of the clustering.
+        # passes over (B, heads, L, M) floats, the largest tensor of the clustering. Tokens along the last axis:
+        # for the token-last queries that forward passes (a transposed view), both GEMMs read and write
+        # contiguous rows, about 1.7x faster on CPU than the token-major layout.
+        # (a·q + b) / r is computed as (a/r)·q + b/r: exactly the same when r is a power of two (the default 8;
+        # scaling by 2^k is exact in floating point), else up to float32 rounding at bucket edges.
+        r = self.bucket_width
+        q_t = q.detach().float().transpose(-1, -2)  # (B, heads, Ch, M)
         # (.float(): under autocast the matmul returns float16/bfloat16, whose range cannot hold the clamp bound.)
-        codes = torch.matmul(q.detach().float(), self.hash_proj.float()).float()
+        codes = torch.matmul(self.hash_proj.float().t() / r, q_t).float()  # (B, heads, L, M)
         # float32 holds these integers exactly (|code| <= code_bound <= 2^20); beyond it codes merge, far outside
         # any realistic |a·q| / r.
-        codes = codes.add_(self.hash_offset.float()).div_(self.bucket_width).floor_()
+        codes = codes.add_(self.hash_offset.float().unsqueeze(-1) / r).floor_()
         codes = codes.clamp_(-self.code_bound, self.code_bound)
         # Two integer combinations Σ_l w_l c_l of the codes, exact in float64 (see code_bound), in one matmul
         # instead of L int64 passes per hash. For distinct code vectors c != c' (|c_l - c'_l| < p) and weights
         # uniform in [1, p), the residues mod p agree with probability about 1/p each, independently.
-        sums = torch.matmul(codes.double(), self.key_weights).to(torch.int64)
+        sums = torch.matmul(self.key_weights.t(), codes.double()).to(torch.int64)  # (B, heads, 2, M)
         residues = torch.remainder(sums, self.prime)
-        return residues[..., 0] * self.prime + residues[..., 1]
+        return residues[:, :, 0] * self.prime + residues[:, :, 1]
 
-    def _group(self, q_patch: torch.Tensor) -> torch.Tensor:
-        """Cluster id in ``[0, M)`` of each of the ``M`` hashed queries, ``(B, heads, M)`` int64. Ids are
-        consecutive in the order of the sorted keys: sort, flag where the key changes, cumulative sum."""
-        keys = self.hash_keys(q_patch)
+    @staticmethod
+    def _group(keys: torch.Tensor) -> torch.Tensor:
+        """Cluster id in ``[0, M)`` of each of the ``M`` hashed queries, ``(B, heads, M)`` int64, from their keys.
+        Ids are consecutive in the order of the sorted keys: sort, flag where the key changes, cumulative sum."""
         sorted_keys, order = torch.sort(keys, dim=-1)
-        changed = (sorted_keys[..., 1:] != sorted_keys[..., :-1]).to(torch.int64)
+        changed = (sorted_keys[..., 1:] != sorted_keys[..., :-1]).to(torch.int64)  # ONNX's CumSum takes no bool
         # the first id comes from sorted_keys, not changed: with one query, changed is empty
         sorted_ids = torch.cat([torch.zeros_like(sorted_keys[..., :1]), changed.cumsum(dim=-1)], dim=-1)
         return torch.empty_like(sorted_ids).scatter_(-1, order, sorted_ids)  # order is a permutation: all set
@@ -244,29 +262,35 @@ class AdaptiveQueryClustering(nn.Module):
         """
         _check_queries(q, self.head_dim)
         B, H, N, C = q.shape
+        # Means in float32: a low-precision sum over thousands of members would lose the mean. Token-last
+        # (B, heads, Ch, N), in one copy: the queries usually arrive as a strided view of a fused qkv projection,
+        # and the hash GEMMs and the scatter along the last, contiguous axis are each about 2x faster on CPU than
+        # on the token-major layout.
+        q_t = q.float().transpose(-1, -2).contiguous()
+        q32 = q_t.transpose(-1, -2)  # (B, heads, N, Ch) view
         P = self.num_prefix_tokens
         num_slots = N
         if self.singleton:
             index = torch.arange(N, device=q.device, dtype=torch.int64).expand(B, H, N)
         else:
-            q_patch = q[:, :, P:]
-            ids = self._group(q_patch)
+            # Hashed with the prefix tokens (their keys are dropped): one GEMM over all queries.
+            ids = self._group(self.hash_keys(q32)[:, :, P:])
             if self.capacity is not None:
                 tokens = num_tokens if num_tokens is not None else int(N)
                 num_slots = self.num_slots(tokens)
                 if num_slots < tokens:
-                    ids = self._limit_to_capacity(q_patch, ids, num_slots - P)
+                    ids = self._limit_to_capacity(q32[:, :, P:], ids, num_slots - P)
             prefix = torch.arange(P, device=q.device, dtype=torch.int64).expand(B, H, P)
             index = torch.cat([prefix, ids + P], dim=-1)
 
-        # Means in float32: a low-precision sum over thousands of members would lose the mean.
         # In place into fresh zeros (the out-of-place scatter_add would copy them first).
-        q32 = q.float()
         counts = torch.zeros((B, H, num_slots), device=q.device, dtype=torch.float32)
         counts = counts.scatter_add_(-1, index, torch.ones((1, 1, 1), device=q.device).expand(B, H, N))
-        sums = torch.zeros((B, H, num_slots, C), device=q.device, dtype=torch.float32)
-        sums = sums.scatter_add_(2, index.unsqueeze(-1).expand(B, H, N, C), q32)
-        prototypes = (sums / counts.clamp(min=1.0).unsqueeze(-1)).to(q.dtype)
+        sums = torch.zeros((B, H, C, num_slots), device=q.device, dtype=torch.float32)
+        sums = sums.scatter_add_(3, index.unsqueeze(2).expand(B, H, C, N), q_t)
+        # In place (autograd-safe: scatter_add's backward does not read its output), by the reciprocal: one
+        # multiply pass instead of a division into a fresh tensor. Returned as a (B, heads, S, Ch) view.
+        prototypes = sums.mul_(counts.clamp(min=1.0).reciprocal().unsqueeze(2)).transpose(-1, -2).to(q.dtype)
         num_clusters = (counts > 0).sum(dim=-1)
         self.last_num_clusters = num_clusters.detach()
         return QueryClusters(index, prototypes, counts, num_clusters)
