@@ -75,6 +75,19 @@ def test_prototypes_are_member_means():
         torch.stack([torch.stack([out.prototypes[b, h, out.index[b, h]] for h in range(3)]) for b in range(2)]))
 
 
+def test_strided_queries_cluster_like_contiguous_ones():
+    # the queries of an attention are a strided view of its fused (B, N, 3, heads, Ch) qkv projection; the layer
+    # works on its own token-last copy, so layout must change nothing
+    clustering = AdaptiveQueryClustering(8, num_rounds=4, bucket_width=4.0)
+    qkv = torch.randn((2, 33, 3, 3, 8), generator=torch.Generator().manual_seed(7))
+    strided = qkv.permute(2, 0, 3, 1, 4)[0]
+    assert not strided.is_contiguous()
+    a, b = clustering(strided), clustering(strided.contiguous())
+    assert torch.equal(a.index, b.index) and torch.equal(a.counts, b.counts)
+    assert torch.equal(a.prototypes, b.prototypes)
+    assert (a.num_clusters < 33).all() and (a.num_clusters > 2).all()
+
+
 def test_number_of_clusters_adapts_to_the_input():
     clustering = AdaptiveQueryClustering(8, num_rounds=8, bucket_width=2.0)
     noise = _queries(2)
