@@ -51,6 +51,7 @@ class ClusteredFactorAttnConvRelPosEnc(timm_coat.FactorAttnConvRelPosEnc):
     to ``AdaptiveQueryClustering`` (module ``clustering``; no parameters, no state dict entries).
     """
     fused_attn: torch.jit.Final[bool]
+    softmax_tokens_last: torch.jit.Final[bool]
 
     def __init__(
             self,
@@ -98,6 +99,11 @@ class ClusteredFactorAttnConvRelPosEnc(timm_coat.FactorAttnConvRelPosEnc):
         self.attn = attn
         self.softmax_attn = attn == 'softmax'
         self.fused_attn = use_fused_attn()
+        # The same values either way. A softmax over the middle (token) axis is vectorised over the Ch channels
+        # behind it, so with fewer than 16 (one AVX-512 vector of floats; CoaT-Lite's first stage has 8) it runs
+        # scalar: about 4x slower on CPU than a softmax along the last axis of the transposed keys, which costs a
+        # copy that only pays off there.
+        self.softmax_tokens_last = dim // num_heads < 16
         self.clustering = AdaptiveQueryClustering(
             dim // num_heads,
             num_rounds=num_rounds,
@@ -160,11 +166,12 @@ class ClusteredFactorAttnConvRelPosEnc(timm_coat.FactorAttnConvRelPosEnc):
                 attn = self.attn_drop(attn.softmax(dim=-1))
                 out = attn @ v
         else:
-            # CoaT's factor (softmax over tokens of k)ᵀ v is shared by all queries; applied to prototypes. The
-            # softmax runs along the last axis of the transposed view, the same values as timm's softmax(dim=2) but
-            # about 4x faster on CPU (a reduction over a strided middle axis is slow), and the scale is folded
-            # into the (Ch, Ch) factor instead of multiplying the (S, Ch) output.
-            factor = k.transpose(-1, -2).softmax(dim=-1) @ v
+            # CoaT's factor (softmax over tokens of k)ᵀ v is shared by all queries; applied to prototypes, with the
+            # scale folded into the (Ch, Ch) factor instead of multiplying the (S, Ch) output.
+            if self.softmax_tokens_last:
+                factor = k.transpose(-1, -2).softmax(dim=-1) @ v
+            else:
+                factor = k.softmax(dim=2).transpose(-1, -2) @ v
             out = protos @ (self.scale * factor)
         out = broadcast_to_members(out, clusters.index)  # [B, h, N, Ch]
 
