@@ -10,10 +10,11 @@ Pure PyTorch with static shapes, so it runs on the meta device and traces with t
   * the ``L`` codes of a query are folded into one 58-bit key by one small float64 matmul (two random integer
     combinations of the codes, exact in float64, each reduced modulo a prime near 2^29); groups are found by
     sorting the keys, comparing neighbours and a cumulative sum;
-  * prototypes are a scatter-add mean, broadcast is a gather. Prototypes live in ``N`` slots (one per query), so
-    no shape depends on the data; the slots left empty are zeros. ``capacity`` bounds the slots (see below).
-  * Autograd of scatter-add-mean then gather gives ACT's rules exactly: a member's gradient is its prototype's
-    gradient divided by the cluster size, a prototype's gradient is the sum over its members.
+  * prototypes are a scatter-add mean, broadcast is a selection of rows. Prototypes live in ``N`` slots (one per
+    query), so no shape depends on the data; the slots left empty are zeros. ``capacity`` bounds the slots (see
+    below).
+  * Autograd of scatter-add-mean then row selection gives ACT's rules exactly: a member's gradient is its
+    prototype's gradient divided by the cluster size, a prototype's gradient is the sum over its members.
 
 The hash projections ``a`` and offsets ``b`` are fixed, seeded, non-persistent buffers (float32): evaluation is
 deterministic, checkpoints carry no hashing state, and ``init_non_persistent_buffers`` rebuilds them after
@@ -98,7 +99,7 @@ class AdaptiveQueryClustering(nn.Module):
     means of their final members. Without ``capacity`` the clusters are exactly ACT's.
 
     ``singleton=True`` is the degenerate clustering, every query its own cluster (prototypes = queries), through
-    the same scatter/gather path: for equivalence checks against the unclustered attention and for ablations.
+    the same scatter and broadcast path: for equivalence checks against the unclustered attention and for ablations.
     """
     last_num_clusters: Optional[torch.Tensor]
 

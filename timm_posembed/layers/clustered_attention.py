@@ -157,7 +157,7 @@ class ClusteredFactorAttnConvRelPosEnc(timm_coat.FactorAttnConvRelPosEnc):
         clusters = self.clustering(q, num_tokens=1 + size[0] * size[1])
         protos = clusters.prototypes  # [B, h, S, Ch], a transposed view
         if self.softmax_attn:
-            protos = protos.contiguous()  # the layout SDPA's CPU kernels read
+            protos = protos.contiguous()  # SDPA's CPU kernel takes another, differently rounded path for a view
             if self.fused_attn:
                 out = F.scaled_dot_product_attention(
                     protos, k, v, dropout_p=self.attn_drop.p if self.training else 0.)
