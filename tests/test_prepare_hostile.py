@@ -207,8 +207,11 @@ def test_a_failure_midway_leaves_the_destination_as_it_was(tiny_src, tmp_path, m
 
 
 CHILD = textwrap.dedent('''
-    import os, sys, time
+    import os, signal, sys, time
     from timm_posembed.cli import main
+    # Ctrl-C as in a terminal: a test suite started as a background job (`cmd &`) hands its children SIGINT
+    # ignored, and Python then installs no KeyboardInterrupt handler, so the SIGINT below would be lost.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     real_link, calls = os.link, []
     def slow_link(*args, **kwargs):  # pauses midway so that the test can interrupt the run there
         real_link(*args, **kwargs)
