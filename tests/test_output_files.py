@@ -1,5 +1,10 @@
 """ Result files (``bench --json/--markdown``, ``report --plot``) are replaced whole or not at all. """
 import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -25,6 +30,33 @@ def test_interrupted_write_leaves_the_old_file_and_no_partial(tmp_path, error):
 
     with pytest.raises(type(error)):
         write_atomically(path, write)
+    assert path.read_text() == 'old'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['bench.json']
+
+
+def test_sigterm_midway_leaves_the_old_file_and_no_partial(tmp_path):
+    # what `timeout`, SLURM or `docker stop` send to a `bench --json` still rewriting its file
+    path = tmp_path / 'bench.json'
+    path.write_text('old')
+    child = textwrap.dedent('''
+        import sys, time
+        from timm_posembed.output_files import write_atomically
+        def write(tmp):
+            tmp.write_text('half')
+            print('midway', flush=True)
+            time.sleep(60)
+        write_atomically(sys.argv[1], write)
+    ''')
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    proc = subprocess.Popen([sys.executable, '-c', child, str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=env, text=True)
+    try:
+        assert proc.stdout.readline().strip() == 'midway', proc.stderr.read()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM  # unwound by SystemExit, after clean-up
     assert path.read_text() == 'old'
     assert sorted(p.name for p in tmp_path.iterdir()) == ['bench.json']
 

@@ -4,29 +4,73 @@
 (Ctrl-C, SIGTERM from ``timeout`` or SLURM) must leave either the previous file or the new one, never a truncated
 one. The new content goes to a hidden file in the same folder (same file system, so the final ``os.replace`` is
 atomic) and replaces the destination only once it is complete.
-"""
-import os
-import tempfile
-from pathlib import Path
-from typing import Callable, Union
 
-__all__ = ['write_atomically']
+The two helpers below serve every writer that stages its output (this one, ``publish``'s folder, ``prepare``'s
+tree): ``interrupts_raise`` makes SIGTERM and SIGHUP unwind like Ctrl-C so that clean-up runs, and
+``process_alive`` tells a staging folder of a killed run from one a concurrent run is still writing.
+"""
+import contextlib
+import os
+import signal
+import tempfile
+import threading
+from pathlib import Path
+from typing import Callable, Dict, Iterator, Union
+
+__all__ = ['write_atomically', 'interrupts_raise', 'process_alive']
+
+
+@contextlib.contextmanager
+def interrupts_raise() -> Iterator[None]:
+    """Make SIGTERM and SIGHUP (sent by ``timeout``, SLURM, ``docker stop``, a closed terminal) raise
+    ``SystemExit(128 + signal)`` like SIGINT raises ``KeyboardInterrupt``, so that clean-up code runs. Handlers a
+    program installed itself are kept; signals can only be handled in the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _raise(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous: Dict[int, object] = {}
+    for sig in (signal.SIGTERM, getattr(signal, 'SIGHUP', None)):
+        if sig is not None and signal.getsignal(sig) == signal.SIG_DFL:
+            previous[sig] = signal.signal(sig, _raise)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (this one included; one of another user counts as running)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
 
 
 def write_atomically(path: Union[str, Path], write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp_path)`` to produce the file, then move it onto ``path``; on any error (or interrupt)
     ``path`` is left as it was and the temporary file is removed."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.partial', dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with interrupts_raise():
+        fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.partial', dir=path.parent)
+        os.close(fd)
+        tmp = Path(tmp)
+        try:
+            write(tmp)
+            os.chmod(tmp, 0o666 & ~_umask())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
     return path
 
 

@@ -10,14 +10,11 @@ holds an input) happens before anything is written. The folder is assembled in a
 place; an error, Ctrl-C or SIGTERM removes the staging folder, and the next run removes any that a run killed
 outright left behind, so a failure never leaves a half-written folder.
 """
-import contextlib
 import json
 import os
 import re
 import shutil
-import signal
 import tempfile
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
@@ -48,6 +45,7 @@ from .hub_naming import (  # noqa: F401  (re-exported: publish's interface befor
 from .label_names import resolve_label_names
 from .model_cards import hub_readme
 from .models import CheckpointMismatchError, check_checkpoint_fits
+from .output_files import interrupts_raise, process_alive
 from .version import __version__
 
 __all__ = [
@@ -146,41 +144,13 @@ def _remove_stale_staging(out: Path) -> List[Path]:
     removed = []
     for entry in (os.scandir(out.parent) if out.parent.is_dir() else ()):
         m = ours.fullmatch(entry.name)
-        if not m or not entry.is_dir(follow_symlinks=False) or (m.group(1) and _alive(int(m.group(1)))):
+        if not m or not entry.is_dir(follow_symlinks=False) or (m.group(1) and process_alive(int(m.group(1)))):
             continue
         with os.scandir(entry.path) as files:
             if all(f.name in HUB_FILES and f.is_file(follow_symlinks=False) for f in files):
                 shutil.rmtree(entry.path)
                 removed.append(Path(entry.path))
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # exists, but someone else's
-        return True
-    return True
-
-
-@contextlib.contextmanager
-def _terminate_like_interrupt():
-    """While the folder is written, SIGTERM (what timeout, SLURM and docker stop send) unwinds like Ctrl-C, so the
-    cleanup runs instead of the process dying with a half-written staging folder."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # only the main thread may set signal handlers; the caller's own handling applies
-        return
-
-    def _exit(signum, frame):
-        raise SystemExit(128 + signum)
-
-    previous = signal.signal(signal.SIGTERM, _exit)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _move_into_place(staging: Path, out: Path) -> None:
@@ -248,7 +218,7 @@ def publish_checkpoint(
     out.parent.mkdir(parents=True, exist_ok=True)
     for stale in _remove_stale_staging(out):
         log(f'removed {stale}, left by an earlier publish that was killed')
-    with _terminate_like_interrupt():
+    with interrupts_raise():
         _write_folder(out, net, names, readme)
     return PublishResult(
         out=out, repo_id=repo_id, model_name=f'{arch}.{tag}', files=[out / f for f in HUB_FILES],

@@ -9,11 +9,11 @@ import os
 import re
 import secrets
 import shutil
-import signal
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterator, List, Literal, Sequence, Tuple, Union
+
+from ..output_files import interrupts_raise, process_alive
 
 __all__ = [
     'DatasetLayoutError', 'PrepareResult', 'LinkMode', 'LINK_MODES', 'PathLike', 'Plan', 'check_name', 'write_tree',
@@ -202,21 +202,9 @@ def _remove_stale_staging(dst: Path) -> None:
         if not match or entry.is_symlink() or not entry.is_dir():
             continue
         marker = entry / _STAGING_MARKER
-        if marker.is_symlink() or not marker.is_file() or _process_alive(int(match.group(1))):
+        if marker.is_symlink() or not marker.is_file() or process_alive(int(match.group(1))):
             continue
         shutil.rmtree(entry)  # does not follow links; removing a hard link leaves its source file intact
-
-
-def _process_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return True
-    return True
 
 
 @contextlib.contextmanager
@@ -229,7 +217,7 @@ def _staging_folder(dst: Path) -> Iterator[Path]:
         made_parents.append(parent)
         parent = parent.parent
     stage = dst.parent / f'.{dst.name}{_STAGING_SUFFIX}-{os.getpid()}-{secrets.token_hex(4)}'
-    with _interrupts_raise():
+    with interrupts_raise():
         try:
             dst.parent.mkdir(parents=True, exist_ok=True)
             stage.mkdir()
@@ -244,29 +232,6 @@ def _staging_folder(dst: Path) -> Iterator[Path]:
                 except OSError:
                     break
             raise
-
-
-@contextlib.contextmanager
-def _interrupts_raise() -> Iterator[None]:
-    """Make SIGTERM and SIGHUP (sent by ``timeout``, SLURM, ``docker stop``, a closed terminal) raise
-    ``SystemExit(128 + signal)`` like SIGINT raises ``KeyboardInterrupt``, so that clean-up code runs. Handlers a
-    program installed itself are kept; signals can only be handled in the main thread."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def _raise(signum, frame):
-        raise SystemExit(128 + signum)
-
-    previous: Dict[int, object] = {}
-    for sig in (signal.SIGTERM, getattr(signal, 'SIGHUP', None)):
-        if sig is not None and signal.getsignal(sig) == signal.SIG_DFL:
-            previous[sig] = signal.signal(sig, _raise)
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 class _Linker:
