@@ -8,9 +8,8 @@
 Prints a markdown table (best / last top-1, wall time per run). Run `--help` for the options.
 """
 import sys
-from pathlib import Path
-
 from timm_posembed.commands.drivers import sanity_driver_main
+from timm_posembed.paper_tables import RECIPES_DIR
 
 if __name__ == '__main__':
-    sys.exit(sanity_driver_main(recipe_path=Path(__file__).parent / 'recipes' / 'fashion_mnist_sanity.yaml'))
+    sys.exit(sanity_driver_main(recipe_path=RECIPES_DIR / 'fashion_mnist_sanity.yaml'))

@@ -11,9 +11,7 @@ train.py, once per seed, then prints the rows (mean ± std over seeds) beside th
 The CPU-sized study of benchmarks/RESULTS.md adds `--recipe benchmarks/recipes/fashion_mnist_study.yaml`.
 """
 import sys
-from pathlib import Path
-
 from timm_posembed.commands.drivers import table_driver_main
 
 if __name__ == '__main__':
-    sys.exit(table_driver_main('seed000-1-extended', recipes_dir=Path(__file__).parent / 'recipes'))
+    sys.exit(table_driver_main('seed000-1-extended'))

@@ -6,10 +6,9 @@ from pathlib import Path
 import pytest
 
 from timm_posembed.commands.drivers import table_driver_main
-from timm_posembed.paper_tables import paper_table
+from timm_posembed.paper_tables import RECIPES_DIR, paper_table
 from timm_posembed.reproduce import Launch
 
-RECIPES = Path(__file__).resolve().parents[1] / 'benchmarks' / 'recipes'
 
 
 @pytest.fixture
@@ -26,7 +25,7 @@ def _commands(capsys, table_id):
 
 def test_seeds_train_every_row_once_per_seed_seeds_outer(fake_repo, tmp_path, capsys):
     argv = ['--dry-run', '--timm-repo', str(fake_repo), '--output', str(tmp_path / 'out'), '--seeds', '0', '1', '2']
-    assert table_driver_main('seed000-1', RECIPES, argv) == 0
+    assert table_driver_main('seed000-1', argv) == 0
     commands = _commands(capsys, 'seed000-1')
     assert [tag for tag, _ in commands] == [f'seed000-1/{row} seed {s}' for s in (0, 1, 2)
                                            for row in ('learnable_pe', 'cope')]
@@ -37,21 +36,21 @@ def test_seeds_train_every_row_once_per_seed_seeds_outer(fake_repo, tmp_path, ca
 
 def test_epochs_override_merges_rows_that_differ_only_in_epochs(fake_repo, tmp_path, capsys):
     argv = ['--dry-run', '--timm-repo', str(fake_repo), '--output', str(tmp_path), '--epochs', '1']
-    assert table_driver_main('seed001-6', RECIPES, argv) == 0
+    assert table_driver_main('seed001-6', argv) == 0
     commands = _commands(capsys, 'seed001-6')
     # patch / patch_500ep and conv / conv_500ep are one configuration each at one epoch
     assert [tag for tag, _ in commands] == ['seed001-6/patch', 'seed001-6/conv', 'seed001-6/supertoken']
     assert all(cmd[cmd.index('--epochs') + 1] == '1' for _, cmd in commands)
     with pytest.raises(SystemExit):
-        table_driver_main('seed001-6', RECIPES, argv[:-1] + ['0'])
+        table_driver_main('seed001-6', argv[:-1] + ['0'])
     assert '--epochs must be >= 1' in capsys.readouterr().err
 
 
 def test_another_recipe_gives_every_row_its_model_kwargs(fake_repo, tmp_path, capsys):
-    study = RECIPES / 'fashion_mnist_study.yaml'
+    study = RECIPES_DIR / 'fashion_mnist_study.yaml'
     argv = ['--dry-run', '--timm-repo', str(fake_repo), '--output', str(tmp_path), '--recipe', str(study),
             '--rows', 'none', 'rope_mixed']
-    assert table_driver_main('seed000-1-extended', RECIPES, argv) == 0
+    assert table_driver_main('seed000-1-extended', argv) == 0
     (_, none), (_, rope) = _commands(capsys, 'seed000-1-extended')
     assert none[none.index('--config') + 1] == str(study)
     assert none[none.index('--model-kwargs') + 1:none.index('--output')] == ['img_size=32', "pos_embed='none'"]
@@ -63,7 +62,7 @@ def test_another_recipe_gives_every_row_its_model_kwargs(fake_repo, tmp_path, ca
 def test_two_nodes_pass_torchrun_options_and_split_the_global_batch(fake_repo, tmp_path, capsys):
     argv = ['--dry-run', '--timm-repo', str(fake_repo), '--output', str(tmp_path), '--rows', 't1',
             '--nproc', '4', '--nnodes', '2', '--node-rank', '1', '--rdzv-endpoint', 'node0:29500', '--', '--amp']
-    assert table_driver_main('seed001-8', RECIPES, argv) == 0
+    assert table_driver_main('seed001-8', argv) == 0
     [(_, cmd)] = _commands(capsys, 'seed001-8')
     run = cmd.index('torch.distributed.run')
     assert cmd[run + 1:run + 5] == ['--nproc-per-node=4', '--nnodes=2', '--rdzv-endpoint=node0:29500',
@@ -88,7 +87,7 @@ def test_one_node_stays_standalone():
 ])
 def test_bad_node_options_are_refused_before_any_run(fake_repo, tmp_path, capsys, options, message):
     with pytest.raises(SystemExit) as exit_info:
-        table_driver_main('seed001-8', RECIPES, ['--dry-run', '--timm-repo', str(fake_repo)] + options)
+        table_driver_main('seed001-8', ['--dry-run', '--timm-repo', str(fake_repo)] + options)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
 

@@ -20,11 +20,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from timm_posembed.paper_tables import load_paper_tables, paper_table
+from timm_posembed.paper_tables import RECIPES_DIR, load_paper_tables, paper_table
 from timm_posembed.reproduce import train_env
 from timm_posembed.settings import TIMM_REPO_ENV, timm_repo_setting
 
-RECIPES = Path(__file__).resolve().parents[1] / 'benchmarks' / 'recipes'
 IMG_SIZE = 64  # CoaT-Lite's last stage is 1/32 of the input
 TRAIN_ARGS = ['--device', 'cpu', '--workers', '0']
 TABLES = list(load_paper_tables())
@@ -51,7 +50,7 @@ def _smallest_recipe(table_id: str, out: Path) -> Path:
     table = paper_table(table_id)
     coat = table.rows[0].model.startswith('coat')
     depth = {'serial_depths': [1, 1, 1, 1]} if coat else {'depth': 1}
-    recipe = yaml.safe_load((RECIPES / table.recipe).read_text())
+    recipe = yaml.safe_load((RECIPES_DIR / table.recipe).read_text())
     recipe.update(img_size=IMG_SIZE, model_kwargs={'img_size': IMG_SIZE, **depth}, epochs=1, warmup_epochs=0,
                   batch_size=20, pin_mem=False, log_interval=100, checkpoint_hist=1)
     path = out / f'ci_{Path(table.recipe).stem}{"_coat" if coat else ""}.yaml'
@@ -174,7 +173,7 @@ def _drive(jobs_json: str, results_json: str) -> None:
     for table_id, argv in json.loads(Path(jobs_json).read_text()):
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
-            status = table_driver_main(table_id, RECIPES, argv, runner=in_process)
+            status = table_driver_main(table_id, argv, runner=in_process)
         results[table_id] = (out.getvalue(), status)
         print(out.getvalue()[-3000:], flush=True)
     Path(results_json).write_text(json.dumps(results))

@@ -25,8 +25,7 @@ from timm_posembed.reproduce import RunSpec, load_recipe, run_name, train_comman
 from timm_posembed.settings import TIMM_REPO_ENV, timm_repo_setting
 import timm_scripts
 
-RECIPES = Path(__file__).resolve().parents[1] / 'benchmarks' / 'recipes'
-SANITY_RECIPE = RECIPES / 'fashion_mnist_sanity.yaml'
+SANITY_RECIPE = RECIPES_DIR / 'fashion_mnist_sanity.yaml'
 IMG_SIZE = 64  # the smallest size every model takes (CoaT-Lite's last stage is 1/32 of the input)
 TRAIN_ARGS = ['--device', 'cpu', '--workers', '0', '--batch-size', '4', '--img-size', str(IMG_SIZE)]
 HARNESS_PROCESSES = 2
@@ -211,9 +210,9 @@ def test_train_py_one_epoch(one_epoch_runs, model):
 
 def test_recipes_agree_with_the_paper_tables():
     from timm_posembed.data.dataset_facts import DATASET_NUM_CLASSES
-    from timm_posembed.paper_tables import load_paper_tables
+    from timm_posembed.paper_tables import RECIPES_DIR, load_paper_tables
     for table in load_paper_tables().values():
-        recipe = load_recipe(RECIPES / table.recipe)
+        recipe = load_recipe(RECIPES_DIR / table.recipe)
         assert recipe['device_modules'] == ['timm_posembed'], table.recipe
         assert recipe['num_classes'] == DATASET_NUM_CLASSES[table.dataset], table.recipe
         assert 'model' not in recipe and not recipe.get('model_kwargs'), 'rows choose the model'
@@ -224,7 +223,7 @@ def test_driver_dry_run_lists_every_row(capsys):
     from timm_posembed.paper_tables import paper_table
     from timm_posembed.commands.drivers import table_driver_main
     _train_py()  # the driver resolves train.py even for a dry run
-    assert table_driver_main('seed001-8', RECIPES, ['--dry-run', '--nproc', '2', '--', '--amp']) == 0
+    assert table_driver_main('seed001-8', ['--dry-run', '--nproc', '2', '--', '--amp']) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith('[seed001-8/')]
     assert len(lines) == len(paper_table('seed001-8').rows)
     assert "n_iter=1" in lines[0] and '--batch-size 64' in lines[0] and lines[0].endswith('--amp')
@@ -244,7 +243,7 @@ def test_train_command_merges_kwargs_and_splits_the_global_batch(tmp_path):
     with pytest.raises(ValueError, match='does not split evenly over 3 processes'):
         train_command(train_py, SANITY_RECIPE, spec, tmp_path, 'exp', nproc=3)
     # one configuration, one run folder, whichever table asks for it
-    recipe_path = RECIPES / 'seed001_imagenet100.yaml'
+    recipe_path = RECIPES_DIR / 'seed001_imagenet100.yaml'
     recipe = load_recipe(recipe_path)
     names = {run_name(recipe_path, RunSpec(r.model, r.model_kwargs, r.epochs), recipe)
              for r in (paper_table('seed001-6').row('supertoken'), paper_table('seed001-7').row('conv1-6'),

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
 
+from ._resources import MODEL_CARDS, PACKAGE_DIR, package_file
+
 __all__ = [
     'REQUIRED_SECTIONS', 'PAPERS_NUMBERS', 'OUR_NUMBERS', 'ModelCard', 'ModelCardError', 'parse_model_cards',
     'load_model_cards', 'default_cards_path', 'find_card', 'dataset_from_tag', 'shift_headings',
@@ -210,15 +212,16 @@ def _parse_card(lines: List[str], names: List[str], source: str, marker_line: in
 
 
 def default_cards_path() -> Path:
-    """MODEL_CARDS.md of the source checkout this package runs from, else the copy shipped as package data."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here.parent / 'MODEL_CARDS.md', here / 'data' / 'MODEL_CARDS.md'):
+    """The ``MODEL_CARDS.md`` this package reads: the copy an installed package carries (the build copies it in, see
+    ``build_hooks.py``), else the one at the top of the source checkout it runs from (an editable install)."""
+    candidates = (package_file(MODEL_CARDS), PACKAGE_DIR.parent / 'MODEL_CARDS.md')
+    for candidate in candidates:
         if candidate.is_file():
             return candidate
     raise ModelCardError(
-        f'cannot find MODEL_CARDS.md (looked at {here.parent / "MODEL_CARDS.md"} and '
-        f'{here / "data" / "MODEL_CARDS.md"}); run from a timm_posembed source checkout or pass the file with '
-        f'--cards PATH')
+        f'cannot find MODEL_CARDS.md (looked at {" and ".join(map(str, candidates))}): this installation of '
+        f'timm_posembed lacks its model cards; reinstall it (pip install --force-reinstall timm-posembed) or pass '
+        f'the file with --cards PATH')
 
 
 def load_model_cards(path: Optional[Union[str, Path]] = None) -> Dict[str, ModelCard]:

@@ -10,11 +10,14 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import yaml
 
+from timm_posembed._resources import PAPER_TABLES, RECIPES, package_file
 from timm_posembed.data.dataset_facts import DATASET_NUM_CLASSES
 
-__all__ = ['PAPER_TABLES_FILE', 'PaperRow', 'PaperTable', 'load_paper_tables', 'paper_table', 'list_paper_tables']
+__all__ = ['PAPER_TABLES_FILE', 'RECIPES_DIR', 'PaperRow', 'PaperTable', 'load_paper_tables', 'paper_table', 'list_paper_tables']
 
-PAPER_TABLES_FILE = Path(__file__).parent / 'data' / 'paper_tables.yaml'
+PAPER_TABLES_FILE = package_file(PAPER_TABLES)
+# The train.py --config files the tables name (package data, so an installed package can reproduce them).
+RECIPES_DIR = package_file(RECIPES)
 
 
 @dataclass(frozen=True)
@@ -38,10 +41,15 @@ class PaperTable:
     title: str
     seed: str
     dataset: str
-    recipe: str  # file name in benchmarks/recipes/
+    recipe: str  # file name in RECIPES_DIR
     rows: Tuple[PaperRow, ...]
     notes: Tuple[str, ...] = field(default_factory=tuple)
     baseline: Optional[str] = None  # id of the row the others are compared with (inside / outside the spread)
+
+    @property
+    def recipe_path(self) -> Path:
+        """The recipe file (a train.py ``--config``) the rows are trained with."""
+        return RECIPES_DIR / self.recipe
 
     @property
     def num_classes(self) -> int:

@@ -83,17 +83,17 @@ def _finished_runs(outcomes: List[RunOutcome]):
     return load_runs([o.run_dir for o in outcomes if (o.run_dir / 'summary.csv').is_file()])
 
 
-def table_driver_main(table_id: str, recipes_dir: Path, argv: Optional[Sequence[str]] = None,
+def table_driver_main(table_id: str, argv: Optional[Sequence[str]] = None,
                       runner: Optional[Runner] = None) -> int:
     """Entry point of ``benchmarks/train_<table>.py``: train the table's rows, then print the report.
     ``runner``: see ``timm_posembed.reproduce.run_specs``."""
     table = paper_table(table_id)
-    p = _driver_parser(f'{table.title}. Trains every row with timm\'s train.py and benchmarks/recipes/{table.recipe}, '
+    p = _driver_parser(f'{table.title}. Trains every row with timm\'s train.py and the recipe {table.recipe}, '
                        f'then prints our numbers beside the paper\'s.')
     p.add_argument('--rows', nargs='+', default=None, choices=[r.id for r in table.rows],
                    help='train only these rows (default: all)')
     p.add_argument('--recipe', type=Path, default=None,
-                   help=f'another train.py --config file, e.g. a smaller study (default: recipes/{table.recipe}); '
+                   help=f'another train.py --config file, e.g. a smaller study (default: the package\'s {table.recipe}); '
                         f'its num_classes and model_kwargs (e.g. img_size) then place the runs in the table')
     p.add_argument('--epochs', type=int, default=None,
                    help='train every row this many epochs (a short check; rows that differ only in epochs are then '
@@ -104,7 +104,7 @@ def table_driver_main(table_id: str, recipes_dir: Path, argv: Optional[Sequence[
         p.error(f'--data-dir is required: the prepared {table.dataset} folder')
     if args.epochs is not None and args.epochs < 1:
         p.error(f'--epochs must be >= 1, got {args.epochs}')
-    recipe_path = args.recipe or Path(recipes_dir) / table.recipe
+    recipe_path = args.recipe or table.recipe_path
     specs = [s for s, r in zip(runs_for_table(table), table.rows) if args.rows is None or r.id in args.rows]
     if args.epochs is not None:
         unique = {}

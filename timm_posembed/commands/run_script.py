@@ -58,7 +58,9 @@ def run(args) -> int:
               f'timm\'s git repository (not its pip package): clone pytorch-image-models and pass the path.',
               file=sys.stderr)
         return 2
-    import timm_posembed  # noqa: F401  (registers the models in this process)
+    # registers the models in this process (the console script's own import of the package does not; see
+    # timm_posembed/__init__.py), so the script's `import timm_posembed` or --device-modules finds them registered
+    import timm_posembed.models  # noqa: F401
     old_argv, old_path = sys.argv, list(sys.path)
     sys.argv = [str(script)] + script_args
     sys.path.insert(0, str(script.resolve().parent))

@@ -5,6 +5,8 @@ import re
 from pathlib import Path
 from typing import Dict, Tuple
 
+from .._resources import IMAGENET100_CLASSES, package_file
+
 __all__ = [
     'TRAIN_SPLIT', 'VAL_SPLIT', 'TINY_IMAGENET_NUM_CLASSES', 'TINY_IMAGENET_OFFICIAL_COUNTS',
     'IMAGENET100_CLASS_LIST', 'IMAGENET100_NUM_CLASSES', 'IMAGENET_VAL_IMAGES_PER_CLASS',
@@ -21,7 +23,7 @@ TINY_IMAGENET_OFFICIAL_COUNTS = {TRAIN_SPLIT: 100_000, VAL_SPLIT: 10_000}
 WNID = re.compile(r'n\d{8}')
 
 # The CMC ImageNet100 subset of ImageNet-1k, one wnid per line, in the list's own order.
-IMAGENET100_CLASS_LIST = Path(__file__).with_name('imagenet100_cmc.txt')
+IMAGENET100_CLASS_LIST = package_file(IMAGENET100_CLASSES)
 IMAGENET100_NUM_CLASSES = 100
 IMAGENET_VAL_IMAGES_PER_CLASS = 50
 
