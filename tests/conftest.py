@@ -10,11 +10,16 @@ models for its ``forward_intermediates`` tests by the name of the module that re
     prune-contract test, are "excluded from CI" upstream; set TIMM_UPSTREAM_UNMARKED=1 to run them too).
 """
 import os
+import sys
+from pathlib import Path
 from typing import List
 
-import timm.models._registry as timm_registry
-import timm_posembed  # noqa: F401  (registers the models before any test module is collected)
-from timm_conformance import CONFORMANCE_MODULE, our_model_names
+# The tests' helpers (tests/support/) import as top-level modules in every test folder.
+sys.path.insert(0, str(Path(__file__).parent / 'support'))
+
+import timm.models._registry as timm_registry  # noqa: E402
+import timm_posembed  # noqa: E402,F401  (registers the models before any test module is collected)
+from timm_conformance import CONFORMANCE_MODULE, our_model_names  # noqa: E402
 
 # Markers timm's test_models.py uses (declared in timm's own pyproject, which we do not read).
 TIMM_MARKERS = ('base', 'cfg', 'cfg_nonstd', 'forward', 'backward', 'torchscript', 'features', 'fxforward',

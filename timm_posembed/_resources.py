@@ -12,9 +12,9 @@ __all__ = ['PACKAGE_DIR', 'MODEL_CARDS', 'PAPER_TABLES', 'RECIPES', 'IMAGENET100
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
-MODEL_CARDS = 'data/MODEL_CARDS.md'  # copied in from the checkout's top-level MODEL_CARDS.md when the wheel is built
-PAPER_TABLES = 'data/paper_tables.yaml'
-RECIPES = 'data/recipes'  # the train.py --config files the paper tables name
+MODEL_CARDS = 'hub/MODEL_CARDS.md'  # copied in from the checkout's top-level MODEL_CARDS.md when the wheel is built
+PAPER_TABLES = 'reproduce/paper_tables.yaml'
+RECIPES = 'reproduce/recipes'  # the train.py --config files the paper tables name
 IMAGENET100_CLASSES = 'data/imagenet100_cmc.txt'
 
 RECIPE_FILES: Tuple[str, ...] = tuple(sorted(f'{RECIPES}/{p.name}' for p in (PACKAGE_DIR / RECIPES).glob('*.yaml')))

@@ -1,7 +1,8 @@
 """ ``timm-posembed`` command line.
 
-Each sub-command lives in its own module under ``timm_posembed.commands`` and exposes
-``register(subparsers)``, which adds its parser and sets ``func(args) -> int`` as the handler.
+Each sub-command lives in its own module under ``timm_posembed.commands`` and exposes ``register(subparsers)``, which
+adds its parser and sets ``func(args) -> int`` as the handler. Command modules import torch, timm and the models
+inside their handlers, never at the top: building the parser (``--help``, an argument error) stays fast.
 """
 import argparse
 import importlib
@@ -16,6 +17,7 @@ COMMAND_MODULES = (
     'demo',
     'run_script',
     'prepare',
+    'reproduce',
     'report',
     'bench',
     'publish',

@@ -7,14 +7,13 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from timm.utils import ParseKwargs
-
-from timm_posembed import bench
-from timm_posembed.output_files import write_atomically
+from ..measure.bench_config import PRECISIONS, BenchConfig
+from ._errors import FAILED, fail
+from ._model_kwargs import ModelKwargsAction
 
 
 def register(subparsers) -> None:
-    defaults = bench.BenchConfig()
+    defaults = BenchConfig()
     p = subparsers.add_parser(
         'bench', help='throughput / memory / params / GMACs of each model beside its timm baseline',
         description='Benchmarks the package\'s models (default: all) and their timm baselines with random inputs. '
@@ -23,8 +22,8 @@ def register(subparsers) -> None:
     p.add_argument('--models', nargs='+', default=None, metavar='NAME',
                    help='models of this package (wildcards allowed) or other timm models; default: all of ours')
     p.add_argument('--no-baselines', action='store_true', help='do not add each model\'s timm baseline')
-    p.add_argument('--device', default='cuda' if _cuda() else 'cpu', help='cpu or cuda[:N] (default: %(default)s)')
-    p.add_argument('--precision', choices=list(bench.PRECISIONS), default=defaults.precision,
+    p.add_argument('--device', default=None, help='cpu or cuda[:N] (default: cuda when a GPU is visible, else cpu)')
+    p.add_argument('--precision', choices=list(PRECISIONS), default=defaults.precision,
                    help='fp32, or bf16 / fp16 autocast (default: %(default)s)')
     p.add_argument('--channels-last', action='store_true', help='channels_last model and input')
     p.add_argument('--compile', nargs='?', const='default', default=None, metavar='MODE',
@@ -40,8 +39,8 @@ def register(subparsers) -> None:
     p.add_argument('--rounds', type=_at_least(1), default=defaults.num_rounds,
                    help='round-robin rounds: each baseline and its models take turns, median round reported')
     p.add_argument('--no-train', action='store_true', help='inference only')
-    p.add_argument('--model-kwargs', nargs='*', default={}, action=ParseKwargs,
-                   help='kwargs for the package\'s models (not the baselines), e.g. n_iter=1')
+    p.add_argument('--model-kwargs', nargs='*', default={}, action=ModelKwargsAction,
+                   help='kwargs for the package\'s models (not the baselines), e.g. stoken_num_iters=1')
     p.add_argument('--json', type=Path, default=None, help='write {environment, results} as JSON here')
     p.add_argument('--markdown', type=Path, default=None, help='also write the markdown table here')
     p.set_defaults(func=run)
@@ -76,12 +75,10 @@ def _output_path_problem(option: str, path: Optional[Path], example_name: str) -
     return None
 
 
-def _cuda() -> bool:
-    import torch
-    return torch.cuda.is_available()
-
-
 def run(args) -> int:
+    import torch
+
+    from ..measure import bench
     problems = [_output_path_problem('--json', args.json, 'bench.json'),
                 _output_path_problem('--markdown', args.markdown, 'bench.md')]
     if args.num_classes == 0 and not args.no_train:
@@ -89,17 +86,18 @@ def run(args) -> int:
                         '--num-classes >= 1 for the training step')
     problems = [p for p in problems if p]
     if problems:
-        for problem in problems:
-            print(f'timm-posembed bench: error: {problem}', file=sys.stderr)
-        return 2
-    cfg = bench.BenchConfig(
-        device=args.device, precision=args.precision, channels_last=args.channels_last, compile_mode=args.compile,
+        for problem in problems[:-1]:
+            fail('bench', problem)
+        return fail('bench', problems[-1])
+    device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
+    cfg = BenchConfig(
+        device=device, precision=args.precision, channels_last=args.channels_last, compile_mode=args.compile,
         batch_size=args.batch_size, img_size=args.img_size, num_classes=args.num_classes, num_warmup=args.warmup,
         num_iters=args.iters, num_rounds=args.rounds, train=not args.no_train,
     )
     done = []
 
-    def progress(result: bench.BenchResult) -> None:
+    def progress(result) -> None:
         status = result.error or f'{result.infer_img_s:,.0f} img/s inference' + (
             f', {result.train_img_s:,.0f} img/s training' if result.train_img_s else '')
         print(f'{result.model}: {status}', file=sys.stderr, flush=True)
@@ -109,19 +107,24 @@ def run(args) -> int:
     try:
         results = bench.run_bench(cfg, args.models, not args.no_baselines, args.model_kwargs, progress=progress)
     except (ValueError, RuntimeError) as e:
-        print(f'timm-posembed bench: error: {e}', file=sys.stderr)
-        return 2
+        return fail('bench', str(e))
     print(_write_outputs(args, cfg, results))
-    return 1 if any(r.error for r in results) else 0
+    return FAILED if any(r.error for r in results) else 0
 
 
-def _write_outputs(args, cfg: bench.BenchConfig, results) -> str:
+def _write_outputs(args, cfg: BenchConfig, results) -> str:
     """Write --json / --markdown for ``results``; returns the markdown (settings line + table)."""
-    env = bench.environment(cfg)
+    from dataclasses import asdict
+
+    from .._output_files import write_atomically
+    from ..measure.bench import format_markdown
+    from ..measure.environment import environment
+
+    env = environment(cfg.device, asdict(cfg))
     header = (f'{env["device"]}, torch {env["torch"]}, timm {env["timm"]}, {env["date"]}; batch {cfg.batch_size}, '
               f'{cfg.precision}{", channels_last" if cfg.channels_last else ""}'
               f'{", torch.compile " + cfg.compile_mode if cfg.compile_mode else ""}')
-    text = header + '\n\n' + bench.format_markdown(results, cfg)
+    text = header + '\n\n' + format_markdown(results, cfg)
     if args.markdown:
         write_atomically(args.markdown, lambda tmp: tmp.write_text(text + '\n'))
     if args.json:

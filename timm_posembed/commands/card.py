@@ -2,6 +2,8 @@
 every registered model's card in MODEL_CARDS.md is well formed and renders (``--check``). """
 import sys
 
+from ._errors import FAILED, fail
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -16,19 +18,19 @@ def register(subparsers) -> None:
     p.add_argument('--repo-id', default=None, help='Hub repo the card is for (default: the registered one)')
     p.add_argument('--dataset', default=None, help='dataset for the card (default: from the tag)')
     p.add_argument('--cards', default=None, metavar='MODEL_CARDS.md',
-                   help='model cards file (default: the checkout\'s)')
+                   help='model cards file (default: the one this package carries)')
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from ..model_cards import ModelCardError, hub_readme
+    from ..hub.card_format import ModelCardError
+    from ..hub.cards import hub_readme
+    from ..hub.checkpoints import PublishError
+    from ..hub.naming import default_repo_id, resolve_model_name
     from ..models import list_model_info
-    from ..checkpoints import PublishError
-    from ..hub_naming import default_repo_id, resolve_model_name
 
     if bool(args.model) == bool(args.check):
-        print('timm-posembed card: give a model name, or --check (not both)', file=sys.stderr)
-        return 2
+        return fail('card', 'give a model name, or --check (not both)')
     names = [i.name for i in list_model_info()] if args.check else [args.model]
     failures = 0
     for name in names:
@@ -44,4 +46,4 @@ def run(args) -> int:
             print(f'{name}: ok ({len(text.splitlines())} lines)')
         else:
             sys.stdout.write(text)
-    return 1 if failures else 0
+    return FAILED if failures else 0

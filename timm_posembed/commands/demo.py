@@ -1,12 +1,6 @@
 """ ``timm-posembed demo``: the package's main job on its embedded defaults, on the CPU, in a few minutes. """
 import time
 
-import torch
-
-from ..bench import BenchConfig, bench_model
-from ..demo import training_rows, train_and_evaluate
-from ..models import list_model_info
-from ..report import spread_verdict
 from ._table import format_table
 
 
@@ -34,6 +28,13 @@ def _log(message: str) -> None:
 
 
 def run(args) -> int:
+    import torch
+
+    from ..measure.bench import bench_model
+    from ..measure.bench_config import BenchConfig
+    from ..measure.demo import train_and_evaluate, training_rows
+    from ..models import list_model_info
+
     if args.threads:
         torch.set_num_threads(args.threads)
     start = time.perf_counter()
@@ -92,6 +93,8 @@ def run(args) -> int:
 
 
 def _training_cells(row, rows) -> tuple:
+    from ..measure.seed_spread import spread_verdict
+
     by_key = {r.key: r for r in rows}
     mean, std = row.mean_std()
     spread = f'{mean:.1%}' + ('' if std is None else f' ± {std:.1%}')

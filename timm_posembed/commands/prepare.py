@@ -1,8 +1,7 @@
 """ ``timm-posembed prepare DATASET ...``: lay out a benchmark dataset as ``DST/{train,val}/<class>/`` for timm's
 train.py (``--data-dir DST``). The work is done by ``timm_posembed.data`` (one module per dataset). """
-import sys
-
-from timm_posembed.data import prepare as prep
+from .. import data as prep
+from ._errors import FAILED, fail
 
 
 def register(subparsers) -> None:
@@ -80,10 +79,8 @@ def _report(work) -> int:
     try:
         result = work()
     except (prep.DatasetLayoutError, ValueError) as e:
-        print(f'timm-posembed prepare: error: {e}', file=sys.stderr)
-        return 2
+        return fail('prepare', str(e))
     except OSError as e:  # e.g. no permission or no space at the destination; the message names the path
-        print(f'timm-posembed prepare: error: {e}; nothing was written to the destination', file=sys.stderr)
-        return 1
+        return fail('prepare', f'{e}; nothing was written to the destination', FAILED)
     print(result.summary())
     return 0

@@ -1,6 +1,7 @@
 """ ``timm-posembed publish CHECKPOINT --model NAME --out DIR``: a train.py checkpoint -> a Hub repo folder, uploaded
 unless ``--dry-run``. The work is in ``timm_posembed.publish``; this module only parses and reports. """
-import sys
+from ._errors import fail
+from ._model_kwargs import ModelKwargsAction
 
 
 def register(subparsers) -> None:
@@ -27,10 +28,10 @@ def register(subparsers) -> None:
                         'train.py run\'s --class-map or class folders when they are on this machine')
     p.add_argument('--dataset', default=None,
                    help='dataset for the card (Hub id, e.g. imagenet-1k); default: from the tag (in1k, in100, ...)')
-    p.add_argument('--model-kwargs', nargs='*', default=[], metavar='KEY=VALUE',
+    p.add_argument('--model-kwargs', nargs='*', default={}, action=ModelKwargsAction, metavar='KEY=VALUE',
                    help='model arguments train.py did not record (e.g. img_size=64 for a .safetensors file)')
     p.add_argument('--cards', default=None, metavar='MODEL_CARDS.md',
-                   help='model cards file (default: the checkout\'s)')
+                   help='model cards file (default: the one this package carries)')
     p.add_argument('--allow-nonfinite', action='store_true',
                    help='publish weights that hold NaN or Inf (refused by default: the model would output NaN)')
     p.add_argument('--commit-message', default=None, help='Hub commit message')
@@ -38,19 +39,19 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..model_cards import ModelCardError
-    from ..publish import PublishError, parse_model_kwargs, publish_checkpoint, upload_hub_folder
+    from ..hub.card_format import ModelCardError
+    from ..hub.checkpoints import PublishError
+    from ..hub.publish import publish_checkpoint, upload_hub_folder
 
     try:
         result = publish_checkpoint(
             args.checkpoint, args.model, args.out, tag=args.tag, repo_id=args.repo_id, use_ema=args.ema,
             overwrite=args.overwrite, label_names=args.label_names, dataset=args.dataset,
-            model_kwargs=parse_model_kwargs(args.model_kwargs), cards_path=args.cards,
+            model_kwargs=args.model_kwargs, cards_path=args.cards,
             allow_nonfinite=args.allow_nonfinite, log=print,
         )
     except (PublishError, ModelCardError) as e:
-        print(f'timm-posembed publish: error: {e}', file=sys.stderr)
-        return 2
+        return fail('publish', str(e))
     print(f'wrote {result.out}: {", ".join(f.name for f in result.files)}')
     print(f'  model {result.model_name}, {result.weights}; label names: {result.label_source}')
     if not result.tag_registered:
@@ -65,7 +66,6 @@ def run(args) -> int:
     try:
         url = upload_hub_folder(result.out, result.repo_id, private=args.private, commit_message=args.commit_message)
     except PublishError as e:
-        print(f'timm-posembed publish: error: {e}', file=sys.stderr)
-        return 2
+        return fail('publish', str(e))
     print(f'uploaded to https://huggingface.co/{result.repo_id} ({url})')
     return 0

@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import List, Tuple
 
+from ._errors import fail
+
 SEPARATOR = '--'
 
 
@@ -50,17 +52,14 @@ def run(args) -> int:
     try:
         script_name, script_args = split_command(args.command)
     except ValueError as e:
-        print(f'timm-posembed run: error: {e}; usage: timm-posembed run SCRIPT [ARGS ...]', file=sys.stderr)
-        return 2
+        return fail('run', f'{e}; usage: timm-posembed run SCRIPT [ARGS ...]')
     script = Path(script_name)
     if not script.is_file():
-        print(f'timm-posembed run: no script at {script}. timm\'s train.py / validate.py / benchmark.py are in '
-              f'timm\'s git repository (not its pip package): clone pytorch-image-models and pass the path.',
-              file=sys.stderr)
-        return 2
+        return fail('run', f'no script at {script}. timm\'s train.py / validate.py / benchmark.py are in timm\'s git '
+                           f'repository (not its pip package): clone pytorch-image-models and pass the path.')
     # registers the models in this process (the console script's own import of the package does not; see
     # timm_posembed/__init__.py), so the script's `import timm_posembed` or --device-modules finds them registered
-    import timm_posembed.models  # noqa: F401
+    from .. import models  # noqa: F401
     old_argv, old_path = sys.argv, list(sys.path)
     sys.argv = [str(script)] + script_args
     sys.path.insert(0, str(script.resolve().parent))

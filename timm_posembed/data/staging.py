@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterator, List, Literal, Sequence, Tuple, Union
 
-from ..output_files import interrupts_raise, process_alive
+from .._output_files import interrupts_raise, process_alive
 
 __all__ = [
     'DatasetLayoutError', 'PrepareResult', 'LinkMode', 'LINK_MODES', 'PathLike', 'Plan', 'check_name', 'write_tree',

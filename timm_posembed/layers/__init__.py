@@ -1,8 +1,11 @@
 """Reusable layers, each usable on its own with any timm model."""
-from .cope import (
-    ComplexOrderPosEmbed, cope_angle_for_grid, cope_token_positions, resample_cope_tables, sinusoid_frequencies)
-from .conv_stem import ConvBnReLU, ConvStemEmbed
-from .patch_embed import CheckedPatchEmbed
-from .supertoken import ConvGeluBn, SuperTokenClustering, SuperTokenConvEmbed
 from .adaptive_clustering import AdaptiveQueryClustering, QueryClusters, broadcast_to_members
-from .clustered_attention import ClusteredFactorAttnConvRelPosEnc
+from .clustered_attention import ClusterAttnMode, ClusteredFactorAttnConvRelPosEnc
+from .conv_stem import EARLYCONV_CHANNELS, STOKEN_PAPER_CONV_STEM_CHANNELS, ConvBnReLU, ConvStemEmbed
+from .cope import ComplexOrderPosEmbed
+from .cope_tables import (
+    CopeFuse, CopeMode, CopePositions, CopeResize, cope_angle_for_grid, cope_fixed_frequencies, cope_token_positions,
+    resample_cope_tables, sinusoid_frequencies,
+)
+from .patch_embed import CheckedPatchEmbed
+from .supertoken import STOKEN_CONV_CHANNELS, STOKEN_CONV_STRIDES, ConvGeluBn, SuperTokenClustering, SuperTokenConvEmbed

@@ -6,67 +6,20 @@ keyword arguments and exposes ``img_size``, ``patch_size``, ``grid_size``, ``num
 ``dynamic_feat_size()`` and ``set_input_size()`` with the same meaning.
 """
 import math
-from typing import Any, Callable, Optional, Tuple, Union
+from typing import Callable, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import register_notrace_function, to_2tuple
+
+from .._checks import check_image_input, check_int, check_size
 
 __all__ = ['TokenEmbedBase']
 
 _OUTPUT_FORMATS = ('NCHW', 'NHWC', 'NLC')
 
-
-@register_notrace_function
-@torch.jit.ignore
-def _check_embed_input(
-        x: torch.Tensor,
-        in_chans: int,
-        img_size: Optional[Tuple[int, int]],
-        reduction: Tuple[int, int],
-        pad: bool,
-        what: str,
-) -> None:
-    """Raise ``ValueError`` naming what is wrong with ``x`` and what the embedding accepts instead."""
-    if x.ndim != 4:
-        raise ValueError(f'{what}: expected an image batch (B, {in_chans}, H, W), got shape {tuple(x.shape)}')
-    if x.shape[1] != in_chans:
-        raise ValueError(
-            f'{what}: expected {in_chans} input channels, got {x.shape[1]} (input shape {tuple(x.shape)}); '
-            f'convert the images or create the model with in_chans={x.shape[1]}')
-    size = (int(x.shape[-2]), int(x.shape[-1]))
-    if img_size is not None:
-        if size != tuple(img_size):
-            raise ValueError(
-                f'{what}: expected images of size {tuple(img_size)}, got {size}; resize the images, create the '
-                f'model with img_size={size}, or with dynamic_img_size=True for varying sizes')
-    elif not pad and (size[0] % reduction[0] or size[1] % reduction[1] or min(size) == 0):
-        fit = tuple(max(1, s // r) * r for s, r in zip(size, reduction))
-        small = size[0] < reduction[0] or size[1] < reduction[1]
-        problem = 'is too small for' if small else 'is not a multiple of'
-        red = reduction[0] if reduction[0] == reduction[1] else tuple(reduction)
-        raise ValueError(
-            f'{what}: image size {size} {problem} the reduction {red}; crop or resize to e.g. {fit}, '
-            f'or create the model with dynamic_img_pad=True to pad')
-
-
-def _check_positive_int(owner: str, name: str, value: Any) -> None:
-    # bool is an int subclass, and True as a channel count is a mistake, not a 1
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f'{owner}: {name} must be a positive integer, got {value!r}')
-
-
-def _check_size(owner: str, name: str, value: Any) -> Tuple[int, int]:
-    """``value`` (an int or a pair of ints) as a pair of positive ints, or a ``ValueError`` naming ``name``."""
-    pair = to_2tuple(value)
-    if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in pair):
-        raise ValueError(f'{owner}: {name} must be a positive integer or a pair (H, W) of them, got {value!r}')
-    return int(pair[0]), int(pair[1])
-
-
-# A leaf for plain torch.fx.symbolic_trace too (register_notrace_function covers timm's own fx tracers).
-torch.fx.wrap('_check_embed_input')
+# a leaf for plain torch.fx.symbolic_trace too (register_notrace_function covers timm's own fx tracers)
+torch.fx.wrap('check_image_input')
 
 
 class TokenEmbedBase(nn.Module):
@@ -96,12 +49,12 @@ class TokenEmbedBase(nn.Module):
     ) -> None:
         super().__init__()
         name = type(self).__name__
-        patch_size = _check_size(name, 'patch_size', patch_size)
+        patch_size = check_size(name, 'patch_size', patch_size)
         if self.square_patches and patch_size[0] != patch_size[1]:
             raise ValueError(
                 f'{name}: patch_size must be square (the stem reduces both sides alike), got {patch_size}')
-        _check_positive_int(name, 'in_chans', in_chans)
-        _check_positive_int(name, 'embed_dim', embed_dim)
+        check_int(name, 'in_chans', in_chans, minimum=1)
+        check_int(name, 'embed_dim', embed_dim, minimum=1)
         if output_fmt is not None and output_fmt not in _OUTPUT_FORMATS:
             raise ValueError(f'{type(self).__name__}: output_fmt must be one of {_OUTPUT_FORMATS}, got {output_fmt!r}')
         if output_fmt is None:
@@ -122,7 +75,7 @@ class TokenEmbedBase(nn.Module):
         if img_size is None:
             return None, None, None
         name = type(self).__name__
-        img_size = _check_size(name, 'img_size', img_size)
+        img_size = check_size(name, 'img_size', img_size)
         p = self.patch_size
         if not self.dynamic_img_pad and (img_size[0] % p[0] or img_size[1] % p[1]):
             fit = tuple(max(1, s // r) * r for s, r in zip(img_size, p))
@@ -142,7 +95,7 @@ class TokenEmbedBase(nn.Module):
     ) -> None:
         """Change the image size (and, where the subclass allows it, the patch size = total reduction)."""
         if patch_size is not None:
-            patch_size = _check_size(type(self).__name__, 'patch_size', patch_size)
+            patch_size = check_size(type(self).__name__, 'patch_size', patch_size)
             if patch_size != self.patch_size:
                 self._set_patch_size(patch_size)
         img_size = img_size if img_size is not None else self.img_size
@@ -166,9 +119,9 @@ class TokenEmbedBase(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_embed_input(
+        check_image_input(
             x, self.in_chans, self.img_size if self.strict_img_size else None, self.patch_size,
-            self.dynamic_img_pad, self.embed_name,
+            self.dynamic_img_pad, self.embed_name, 'or with dynamic_img_size=True for varying sizes',
         )
         if self.dynamic_img_pad:
             pad_h = (self.patch_size[0] - x.shape[-2] % self.patch_size[0]) % self.patch_size[0]

@@ -27,6 +27,8 @@ import torch
 import torch.nn as nn
 from timm.layers import register_notrace_function, register_notrace_module
 
+from .._checks import check_int
+
 __all__ = ['AdaptiveQueryClustering', 'QueryClusters', 'broadcast_to_members']
 
 # The largest prime below 2^29. The key weights are integers in [1, p); two independent weight vectors give two
@@ -130,15 +132,11 @@ class AdaptiveQueryClustering(nn.Module):
                 define the hash function and are not model weights.
         """
         super().__init__()
-        if isinstance(head_dim, bool) or int(head_dim) != head_dim or head_dim < 1:
-            raise ValueError(f'AdaptiveQueryClustering: head_dim must be an integer >= 1, got {head_dim!r}')
-        if int(num_rounds) != num_rounds or not 1 <= num_rounds <= 4096:
-            raise ValueError(f'AdaptiveQueryClustering: num_rounds must be an integer in 1..4096, got {num_rounds!r}')
+        check_int('AdaptiveQueryClustering', 'head_dim', head_dim, minimum=1)
+        check_int('AdaptiveQueryClustering', 'num_rounds', num_rounds, minimum=1, maximum=4096)
         if not bucket_width > 0:
             raise ValueError(f'AdaptiveQueryClustering: bucket_width must be > 0, got {bucket_width}')
-        if int(num_prefix_tokens) != num_prefix_tokens or num_prefix_tokens < 0:
-            raise ValueError(
-                f'AdaptiveQueryClustering: num_prefix_tokens must be an integer >= 0, got {num_prefix_tokens!r}')
+        check_int('AdaptiveQueryClustering', 'num_prefix_tokens', num_prefix_tokens, minimum=0)
         if capacity is not None and not 0.0 < capacity <= 1.0:
             raise ValueError(f'AdaptiveQueryClustering: capacity must be in (0, 1] or None, got {capacity}')
         self.head_dim = int(head_dim)
@@ -193,6 +191,21 @@ class AdaptiveQueryClustering(nn.Module):
         num_patches = num_tokens - self.num_prefix_tokens
         kept = max(1, int(math.ceil(self.capacity * num_patches)))
         return self.num_prefix_tokens + min(kept, num_patches)
+
+    def macs(self, num_tokens: int) -> int:
+        """Multiply-adds of clustering ``num_tokens`` queries of one (image, head) group: the matrix products of
+        ``forward``, which ``FlopCounterMode`` counts too. The hash projects every query on the L directions (L·Ch
+        each) and combines its L codes into the key (2·L); under a capacity, each hashed query's distance to the
+        kept prototypes adds (slots - prefix)·Ch. Sorting, scatter and selection are not multiply-adds, and timm's
+        model cards do not count them either."""
+        if self.singleton:
+            return 0
+        total = num_tokens * self.num_rounds * (self.head_dim + 2)
+        num_slots = self.num_slots(num_tokens)
+        if num_slots < num_tokens:
+            P = self.num_prefix_tokens
+            total += (num_tokens - P) * (num_slots - P) * self.head_dim
+        return total
 
     def hash_keys(self, q: torch.Tensor) -> torch.Tensor:
         """One int64 key per query ``(B, heads, M, Ch) -> (B, heads, M)``, equal iff all L E2LSH codes are equal

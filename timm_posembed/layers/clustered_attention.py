@@ -2,8 +2,8 @@
 
 CoaT's factorized attention with convolutional relative position encoding (CRPE), `Co-Scale Conv-Attentional
 Image Transformers` - https://arxiv.org/abs/2104.06399 (Xu et al., ICCV 2021), with the queries clustered by
-E2LSH as in the Adaptive Clustering Transformer (https://arxiv.org/abs/2011.09315), the design of the seed paper
-`Design of Clustering CoaT Vision Model Based on Transformer` (``shared/seeds/004_*``).
+E2LSH as in the Adaptive Clustering Transformer (https://arxiv.org/abs/2011.09315), the design of Bang, Park, Jung &
+Sim, `Design of Clustering CoaT Vision Model Based on Transformer` (Sunchon / Andong National University).
 
 Two readings of "prototypes with keys give the attention map, multiplied with values", by ``attn``:
   * ``'factorized'``: CoaT's ``F = q · (softmax_N(k)ᵀ v)`` for each prototype, broadcast to its members. F is
@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from timm.layers import register_notrace_function, use_fused_attn
 from timm.models import coat as timm_coat  # through the public timm.models package, as a plugin should
 
+from .._checks import check_int
 from .adaptive_clustering import AdaptiveQueryClustering, broadcast_to_members
 
 __all__ = ['ClusteredFactorAttnConvRelPosEnc', 'ClusterAttnMode']
@@ -81,9 +82,8 @@ class ClusteredFactorAttnConvRelPosEnc(timm_coat.FactorAttnConvRelPosEnc):
         """
         if attn not in ('factorized', 'softmax'):
             raise ValueError(f"ClusteredFactorAttnConvRelPosEnc: attn must be 'factorized' or 'softmax', got {attn!r}")
-        for name, value in (('dim', dim), ('num_heads', num_heads)):
-            if isinstance(value, bool) or int(value) != value or value < 1:
-                raise ValueError(f'ClusteredFactorAttnConvRelPosEnc: {name} must be an integer >= 1, got {value!r}')
+        check_int('ClusteredFactorAttnConvRelPosEnc', 'dim', dim, minimum=1)
+        check_int('ClusteredFactorAttnConvRelPosEnc', 'num_heads', num_heads, minimum=1)
         if dim % num_heads:
             raise ValueError(f'ClusteredFactorAttnConvRelPosEnc: dim {dim} is not divisible by num_heads {num_heads}')
         super().__init__(

@@ -2,7 +2,8 @@
 
 After `Early Convolutions Help Transformers See Better` - https://arxiv.org/abs/2106.14881 (Xiao et al.,
 NeurIPS 2021): ViT's 16x16 patchify convolution replaced by a stack of stride-2 Conv3x3 -> BN -> ReLU stages and a
-final 1x1 convolution, the "convolution embedding" baseline of the super-token seed paper (its card in MODEL_CARDS.md).
+final 1x1 convolution, the "convolution embedding" baseline of the super-token convolutional embedding paper (its
+card in MODEL_CARDS.md).
 """
 from typing import Callable, Optional, Sequence, Tuple, Union
 
@@ -11,12 +12,12 @@ import torch.nn as nn
 
 from ._token_embed import TokenEmbedBase
 
-__all__ = ['ConvStemEmbed', 'ConvBnReLU', 'EARLYCONV_CHANNELS', 'SEED_TABLE4_CHANNELS']
+__all__ = ['ConvStemEmbed', 'ConvBnReLU', 'EARLYCONV_CHANNELS', 'STOKEN_PAPER_CONV_STEM_CHANNELS']
 
 # Xiao et al.'s stem for a 384-wide ViT (ViT_C-4GF), 1,021,488 parameters with embed_dim=384.
 EARLYCONV_CHANNELS: Tuple[int, ...] = (48, 96, 192, 384)
-# The seed's table 4 (its "convolution embedding"): four stride-2 convs and a stride-1 Conv3x3 at the end.
-SEED_TABLE4_CHANNELS: Tuple[int, ...] = (96, 192, 384, 384)
+# The super-token paper's table 4 (its "convolution embedding"): four stride-2 convs and a stride-1 Conv3x3 at the end.
+STOKEN_PAPER_CONV_STEM_CHANNELS: Tuple[int, ...] = (96, 192, 384, 384)
 
 
 class ConvBnReLU(nn.Module):
@@ -38,7 +39,8 @@ class ConvStemEmbed(TokenEmbedBase):
     ``final_kernel_size`` convolution with bias to ``embed_dim``.
 
     The reduction ``2 ** len(channels)`` must equal ``patch_size`` (4 stages for /16).
-    ``channels=SEED_TABLE4_CHANNELS, final_kernel_size=3`` is the stem as the seed's table 4 lists it.
+    ``channels=STOKEN_PAPER_CONV_STEM_CHANNELS, final_kernel_size=3`` is the stem as the super-token paper's table 4
+    lists it.
     """
 
     def __init__(
@@ -65,7 +67,8 @@ class ConvStemEmbed(TokenEmbedBase):
             in_chans: Image channels.
             embed_dim: Token width D.
             channels: Output channels of the stride-2 stages (default: Xiao et al.'s 48, 96, 192, 384).
-            final_kernel_size: Kernel of the last (stride-1, biased) convolution: 1 (EarlyConv) or 3 (seed table 4).
+            final_kernel_size: Kernel of the last (stride-1, biased) convolution: 1 (EarlyConv) or 3 (the super-token
+                paper's table 4).
             norm_layer: Optional norm on the output tokens (timm's ``embed_norm_layer``).
             flatten: Return ``(B, L, D)`` (when ``output_fmt`` is None).
             output_fmt: ``'NLC'``, ``'NHWC'`` or ``'NCHW'``.

@@ -2,7 +2,8 @@
 
 Position as a complex function of the token index, after
 `Encoding word order in complex embeddings` - https://arxiv.org/abs/1912.12333 (Wang et al., ICLR 2020),
-applied to ViT as in the seed paper of MODEL_CARDS.md's COPE card (ViT-Tiny/16 on Tiny-ImageNet).
+applied to ViT as in Kim & Cho, `Image classification using vision transformers with complex positional
+embeddings` (Chonnam National University; ViT-Tiny/16 on Tiny-ImageNet, cited in MODEL_CARDS.md's COPE card).
 
 Each token embedding ``x`` is the amplitude of ``x · exp(iφ)`` with ``φ = p·Ω + Θ``. The real-valued network
 consumes ``Re + Im = x·cos φ + x·sin φ``. The position ``p`` is the token index (``positions='index'``, cls at 0,
@@ -18,16 +19,13 @@ import torch
 import torch.nn as nn
 from timm.layers import register_notrace_function
 
+from .._checks import check_int
 from .cope_tables import (
-    CopeFuse, CopeMode, CopePositions, CopeResize, cope_angle_for_grid, cope_fixed_frequencies,
-    cope_token_positions, resample_cope_tables, sinusoid_frequencies,
+    CopeFuse, CopeMode, CopePositions, CopeResize, cope_angle_for_grid, cope_fixed_frequencies, cope_token_positions,
+    resample_cope_tables,
 )
 
-# re-exported: `from timm_posembed.layers.cope import resample_cope_tables` and the like keep working
-__all__ = [
-    'ComplexOrderPosEmbed', 'CopeFuse', 'CopeMode', 'CopePositions', 'CopeResize', 'cope_angle_for_grid',
-    'cope_fixed_frequencies', 'cope_token_positions', 'resample_cope_tables', 'sinusoid_frequencies',
-]
+__all__ = ['ComplexOrderPosEmbed']
 
 
 @register_notrace_function
@@ -98,9 +96,8 @@ class ComplexOrderPosEmbed(nn.Module):
             raise ValueError(f"ComplexOrderPosEmbed: mode must be 'multiplicative' or 'additive', got {mode!r}")
         if positions not in ('index', 'grid'):
             raise ValueError(f"ComplexOrderPosEmbed: positions must be 'index' or 'grid', got {positions!r}")
-        for name, value in (('num_tokens', num_tokens), ('dim', dim)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f'ComplexOrderPosEmbed: {name} must be a positive integer, got {value!r}')
+        check_int('ComplexOrderPosEmbed', 'num_tokens', num_tokens, minimum=1)
+        check_int('ComplexOrderPosEmbed', 'dim', dim, minimum=1)
         if grid_size is not None:
             grid_size = (int(grid_size[0]), int(grid_size[1]))
             if num_prefix_tokens + grid_size[0] * grid_size[1] != num_tokens:

@@ -5,9 +5,10 @@ Super-token clustering is the sampling step of
 a feature map is grouped into one super token per ``s×s`` cell by a few soft-k-means rounds in which each pixel
 token only looks at the super tokens of its own cell and of the 8 neighbouring cells.
 
-The seed paper (``../shared/seeds/001_*``, ImageNet100, ViT-S from scratch) uses it, without STViT's upsampling,
-as a parameter-free 2× downsampling at the end of a light convolutional stem: ``SuperTokenConvEmbed`` (its
-table 5), a drop-in ``embed_layer`` for timm's ``VisionTransformer``.
+The super-token convolutional embedding paper (ImageNet100, ViT-S from scratch; MODEL_CARDS.md's super-token card
+cites it) uses it, without STViT's upsampling, as a parameter-free 2× downsampling at the end of a light
+convolutional stem: ``SuperTokenConvEmbed`` (its table 5), a drop-in ``embed_layer`` for timm's
+``VisionTransformer``.
 """
 import math
 from typing import Callable, Optional, Sequence, Tuple, Union
@@ -17,13 +18,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import register_notrace_function
 
+from .._checks import check_int
 from ._token_embed import TokenEmbedBase
 
-__all__ = ['SuperTokenClustering', 'SuperTokenConvEmbed', 'ConvGeluBn', 'SEED_CONV_CHANNELS', 'SEED_CONV_STRIDES']
+__all__ = ['SuperTokenClustering', 'SuperTokenConvEmbed', 'ConvGeluBn', 'STOKEN_CONV_CHANNELS', 'STOKEN_CONV_STRIDES']
 
-# The seed's table 5: six Conv3x3 -> GELU -> BN modules.
-SEED_CONV_CHANNELS: Tuple[int, ...] = (16, 32, 32, 64, 64, 64)
-SEED_CONV_STRIDES: Tuple[int, ...] = (2, 1, 2, 1, 2, 1)
+# The paper's table 5: six Conv3x3 -> GELU -> BN modules.
+STOKEN_CONV_CHANNELS: Tuple[int, ...] = (16, 32, 32, 64, 64, 64)
+STOKEN_CONV_STRIDES: Tuple[int, ...] = (2, 1, 2, 1, 2, 1)
 
 
 @register_notrace_function
@@ -98,11 +100,11 @@ torch.fx.wrap('_upcast_half')
 class SuperTokenClustering(nn.Module):
     """ Parameter-free super-token clustering of a feature map, ``(B, C, H, W) -> (B, C, H/s, W/s)``.
 
-    ``S⁰`` is the ``s×s`` average pool of ``X``. Each of ``n_iter`` rounds gives every pixel token ``x_i`` a
+    ``S⁰`` is the ``s×s`` average pool of ``X``. Each of ``num_iters`` rounds gives every pixel token ``x_i`` a
     softmax over the (up to) 9 super tokens of its own cell and the neighbouring cells of ``x_i·S_jᵀ/√C`` (cells
     outside the grid are left out of the softmax, not zero-padded), then sets each super token to
     ``S_j = Σ_i A_ij x_i / (Σ_i A_ij + eps)`` over the pixels that have it among their candidates.
-    ``n_iter=0`` is the average pool.
+    ``num_iters=0`` is the average pool.
 
     With ``grad_through_assoc=False`` (default, as STViT) every association is computed from a detached copy of
     ``X``: the gradient reaches ``X`` only through the final weighted mean (normaliser detached too).
@@ -114,26 +116,25 @@ class SuperTokenClustering(nn.Module):
     def __init__(
             self,
             stoken_size: int = 2,
-            n_iter: int = 3,
+            num_iters: int = 3,
             grad_through_assoc: bool = False,
             eps: float = 1e-12,
     ) -> None:
         """
         Args:
             stoken_size: Side ``s`` of the initial cells; the output is ``s`` times smaller in each dimension.
-            n_iter: Number of association/update rounds ``t`` (seed table 8: 1..4); 0 gives the average pool.
+            num_iters: Number of association/update rounds ``t`` (the paper's table 8: 1..4); 0 gives the average
+                pool.
             grad_through_assoc: Back-propagate through the associations and every round (STViT does not).
             eps: Added to each super token's total association before dividing.
         """
         super().__init__()
-        if int(stoken_size) != stoken_size or stoken_size < 1:
-            raise ValueError(f'SuperTokenClustering: stoken_size must be an integer >= 1, got {stoken_size!r}')
-        if int(n_iter) != n_iter or n_iter < 0:
-            raise ValueError(f'SuperTokenClustering: n_iter must be an integer >= 0, got {n_iter!r}')
+        check_int('SuperTokenClustering', 'stoken_size', stoken_size, minimum=1)
+        check_int('SuperTokenClustering', 'num_iters', num_iters, minimum=0)
         if not eps >= 0:
             raise ValueError(f'SuperTokenClustering: eps must be >= 0 (it is added to a sum of weights), got {eps!r}')
         self.stoken_size = int(stoken_size)
-        self.n_iter = int(n_iter)
+        self.num_iters = int(num_iters)
         self.grad_through_assoc = bool(grad_through_assoc)
         self.eps = float(eps)
 
@@ -163,7 +164,7 @@ class SuperTokenClustering(nn.Module):
         s = self.stoken_size
         in_dtype = x.dtype
         x = _upcast_half(x)
-        if self.n_iter == 0:
+        if self.num_iters == 0:
             return (F.avg_pool2d(x, kernel_size=s, stride=s) if s > 1 else x).to(in_dtype)
 
         # Cell-major NHWC layout throughout: a pixel's candidates and its cell's pixels are contiguous.
@@ -173,7 +174,7 @@ class SuperTokenClustering(nn.Module):
         h, w = stokens.shape[1], stokens.shape[2]
         invalid = _neighbours(x.new_ones((1, h, w, 1))).transpose(-1, -2) < 0.5  # (1, h, w, 1, 9)
 
-        for _ in range(self.n_iter - 1):
+        for _ in range(self.num_iters - 1):
             assoc = self._associations(assoc_pixels, stokens, invalid)
             stokens = self._weighted_mean(assoc_pixels, assoc, detach_norm=False)
         assoc = self._associations(assoc_pixels, stokens, invalid)
@@ -182,11 +183,12 @@ class SuperTokenClustering(nn.Module):
         return out.permute(0, 3, 1, 2).to(in_dtype)
 
     def extra_repr(self) -> str:
-        return f'stoken_size={self.stoken_size}, n_iter={self.n_iter}, grad_through_assoc={self.grad_through_assoc}'
+        return (f'stoken_size={self.stoken_size}, num_iters={self.num_iters}, '
+                f'grad_through_assoc={self.grad_through_assoc}')
 
 
 class ConvGeluBn(nn.Module):
-    """ The seed's convolution module (its eq. 1): Conv3x3 (with bias) -> GELU -> BatchNorm2d.
+    """ The super-token paper's convolution module (its eq. 1): Conv3x3 (with bias) -> GELU -> BatchNorm2d.
 
     The norm comes after the activation, so the conv bias is not redundant. Plain ``nn.BatchNorm2d``, so
     ``convert_sync_batchnorm`` (timm's ``train.py --sync-bn``) converts it.
@@ -204,14 +206,14 @@ class ConvGeluBn(nn.Module):
 
 
 class SuperTokenConvEmbed(TokenEmbedBase):
-    """ Super-token convolutional embedding (seed 001, table 5), a drop-in ``embed_layer`` for timm's ViT.
+    """ Super-token convolutional embedding (the super-token paper's table 5), a drop-in ``embed_layer`` for timm's ViT.
 
-    ``stem`` (the first ``num_conv_modules`` Conv3x3 -> GELU -> BN modules of the seed's table, channels
+    ``stem`` (the first ``num_conv_modules`` Conv3x3 -> GELU -> BN modules of the paper's table, channels
     16, 32, 32, 64, 64, 64 and strides 2, 1, 2, 1, 2, 1, optionally one more stride-2 module) -> ``cluster``
     (``SuperTokenClustering`` with ``stoken_size = patch_size / stem stride``, so the token grid stays
     ``img_size / patch_size``) -> ``proj`` (Linear to ``embed_dim``, applied per token).
 
-    The seed's table-7 ablations at patch_size 16: ``num_conv_modules`` 0 (clustering of the image, 16x16 cells),
+    The paper's table-7 ablations at patch_size 16: ``num_conv_modules`` 0 (clustering of the image, 16x16 cells),
     1 or 2 (8x8 cells), 4 (4x4), 6 (2x2, the proposed model), and 6 with ``extra_stride2_conv=True`` (1x1 cells).
     """
 
@@ -223,10 +225,10 @@ class SuperTokenConvEmbed(TokenEmbedBase):
             embed_dim: int = 768,
             num_conv_modules: int = 6,
             extra_stride2_conv: bool = False,
-            n_iter: int = 3,
+            num_iters: int = 3,
             grad_through_assoc: bool = False,
-            conv_channels: Sequence[int] = SEED_CONV_CHANNELS,
-            conv_strides: Sequence[int] = SEED_CONV_STRIDES,
+            conv_channels: Sequence[int] = STOKEN_CONV_CHANNELS,
+            conv_strides: Sequence[int] = STOKEN_CONV_STRIDES,
             norm_layer: Optional[Callable] = None,
             flatten: bool = True,
             output_fmt: Optional[str] = None,
@@ -244,9 +246,9 @@ class SuperTokenConvEmbed(TokenEmbedBase):
             embed_dim: Token width D.
             num_conv_modules: How many modules of ``conv_channels``/``conv_strides`` to use (seed table 7).
             extra_stride2_conv: Append one stride-2 module keeping the last width (seed table 7, last row).
-            n_iter: Clustering rounds t (seed table 8; 3 in the seed's model).
+            num_iters: Clustering rounds t (the paper's table 8; 3 in its model).
             grad_through_assoc: Back-propagate through the clustering's associations (STViT: no).
-            conv_channels: Output channels of the available conv modules (default: the seed's table 5).
+            conv_channels: Output channels of the available conv modules (default: the paper's table 5).
             conv_strides: Their strides.
             norm_layer: Optional norm on the output tokens (timm's ``embed_norm_layer``).
             flatten: Return ``(B, L, D)`` (when ``output_fmt`` is None).
@@ -263,12 +265,10 @@ class SuperTokenConvEmbed(TokenEmbedBase):
         dd = {'device': device, 'dtype': dtype}
         conv_channels, conv_strides = tuple(conv_channels), tuple(conv_strides)
         # in_chans and embed_dim are checked by TokenEmbedBase
-        if isinstance(num_conv_modules, bool) or not isinstance(num_conv_modules, int) or num_conv_modules < 0:
-            raise ValueError(f'SuperTokenConvEmbed: num_conv_modules must be an integer >= 0, got {num_conv_modules!r}')
-        bad = [v for v in conv_channels + conv_strides if isinstance(v, bool) or not isinstance(v, int) or v < 1]
-        if bad:
-            raise ValueError(f'SuperTokenConvEmbed: conv_channels and conv_strides must be integers >= 1, got '
-                             f'{conv_channels} and {conv_strides}')
+        check_int('SuperTokenConvEmbed', 'num_conv_modules', num_conv_modules, minimum=0)
+        for name, values in (('conv_channels', conv_channels), ('conv_strides', conv_strides)):
+            for value in values:
+                check_int('SuperTokenConvEmbed', name, value, minimum=1)
         if len(conv_channels) != len(conv_strides):
             raise ValueError(
                 f'SuperTokenConvEmbed: conv_channels {conv_channels} and conv_strides {conv_strides} differ in length')
@@ -293,7 +293,8 @@ class SuperTokenConvEmbed(TokenEmbedBase):
         self.stem_stride = math.prod(m.conv.stride[0] for m in modules)
         self.stem_chs = chs
         self.cluster = SuperTokenClustering(
-            stoken_size=self._stoken_size(self.patch_size[0]), n_iter=n_iter, grad_through_assoc=grad_through_assoc)
+            stoken_size=self._stoken_size(self.patch_size[0]), num_iters=num_iters,
+            grad_through_assoc=grad_through_assoc)
         self.proj = nn.Linear(chs, embed_dim, bias=bias, **dd)
         self.img_size, self.grid_size, self.num_patches = self._init_img_size(img_size)
 

@@ -1,7 +1,12 @@
 """Model modules; importing them registers their entrypoints with timm."""
-from ._builder import CheckpointMismatchError, PretrainedWeightsUnavailableError, check_checkpoint_fits
-from ._catalog import ModelInfo, list_model_info, model_info
+from ._builder import (
+    CheckpointMismatchError, PretrainedWeightsUnavailableError, check_checkpoint_fits, describe_checkpoint,
+    unwrap_checkpoint,
+)
+from ._catalog import CheckpointDescriber, ModelInfo, list_model_info, model_info
 from ._hub import HF_HUB_ORG, hub_id
-from .vision_transformer_cope import *
-from .vision_transformer_supertoken import *
-from .coat_clustering import *
+from ._papers import PAPERS, Paper
+# the model classes; importing the modules registers their entrypoints with timm, in this order
+from .vision_transformer_cope import *  # noqa: F401,F403,I001
+from .vision_transformer_supertoken import *  # noqa: F401,F403
+from .coat_clustering import *  # noqa: F401,F403

@@ -16,7 +16,6 @@ trained as. ``timm-posembed publish`` uses the same check. It runs before timm's
 another architecture load silently, leaving its missing layers at random init.
 """
 import importlib
-import re
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Type
 
 import torch
@@ -28,6 +27,9 @@ from huggingface_hub.errors import (
     OfflineModeIsEnabled,
 )
 from timm.models import build_model_with_cfg, clean_state_dict, resolve_pretrained_cfg
+
+from .._checks import few_names
+from ._catalog import checkpoint_describers
 
 __all__ = [
     'PretrainedWeightsUnavailableError', 'CheckpointMismatchError', 'build_with_helpful_pretrained_errors',
@@ -103,53 +105,22 @@ def unwrap_checkpoint(checkpoint: Mapping[str, Any]) -> Dict[str, Any]:
     return clean_state_dict(dict(checkpoint))
 
 
-def _few(items: Sequence[Any], n: int = 6) -> str:
-    shown = ', '.join(str(i) for i in items[:n])
-    return f'[{shown}{", ..." if len(items) > n else ""}] ({len(items)})'
-
-
-def _count_blocks(keys: Sequence[str], prefix: str) -> int:
-    pattern = re.compile(re.escape(prefix) + r'\.(\d+)\.')
-    return len({m.group(1) for k in keys for m in [pattern.match(k)] if m})
-
-
-def describe_checkpoint(state_dict: Mapping[str, torch.Tensor], classifier: Sequence[str] = ('head',)) -> Dict[str, Any]:
-    """What a state dict is, read from its keys and shapes alone: ``family`` (words) and the ``create_model``
-    arguments that can be read off (``num_classes``, ``embed_dim``, ``depth``, ``cope_mode``, ``embed_dims``,
-    ``serial_depths``) plus ``position_tokens`` (the length of its position table, prefix tokens included)."""
-    keys = list(state_dict)
+def describe_checkpoint(state_dict: Mapping[str, torch.Tensor],
+                        classifier: Sequence[str] = ('head',)) -> Dict[str, Any]:
+    """What a state dict is, read from its keys and shapes alone: ``family`` (words), ``num_classes`` (from the
+    classifier), and whatever ``create_model`` arguments the family's describer can read off (see
+    ``ModelInfo.describe_checkpoint``): each family of the catalog is asked first, then the baselines' layouts."""
     facts: Dict[str, Any] = {}
     for name in classifier:
         weight = state_dict.get(f'{name}.weight')
         if isinstance(weight, torch.Tensor) and weight.ndim >= 1:
             facts['num_classes'] = int(weight.shape[0])
             break
-    if any(k.startswith('parallel_blocks.') for k in keys):
-        facts['family'] = 'CoaT with parallel blocks (coat_tiny/mini/small), not CoaT-Lite'
-    elif 'patch_embed1.proj.weight' in state_dict:
-        facts['family'] = 'CoaT-Lite'
-        facts['embed_dims'] = [int(state_dict[f'patch_embed{i}.proj.weight'].shape[0]) for i in range(1, 5)
-                               if f'patch_embed{i}.proj.weight' in state_dict]
-        facts['serial_depths'] = [_count_blocks(keys, f'serial_blocks{i}') for i in range(1, 5)]
-    elif any(k.startswith('blocks.') for k in keys):
-        table = None
-        if 'cope.freq' in state_dict or 'cope.amplitude' in state_dict:
-            facts['cope_mode'] = 'multiplicative' if 'cope.freq' in state_dict else 'additive'
-            facts['family'] = 'COPE ViT (complex order position tables)'
-            table = state_dict.get('cope.freq', state_dict.get('cope.amplitude'))
-        else:
-            stem = 'a convolutional stem' if any(k.startswith('patch_embed.stem.') for k in keys) else 'a patch embed'
-            learned = 'a learned pos_embed' if 'pos_embed' in state_dict else 'no position table'
-            facts['family'] = f'ViT with {stem} and {learned}'
-            table = state_dict.get('pos_embed')
-        width = state_dict.get('cls_token', state_dict.get('norm.weight'))
-        if isinstance(width, torch.Tensor) and width.ndim >= 1:
-            facts['embed_dim'] = int(width.shape[-1])
-        facts['depth'] = _count_blocks(keys, 'blocks')
-        if isinstance(table, torch.Tensor) and table.ndim == 3:
-            facts['position_tokens'] = int(table.shape[1])
-    else:
-        facts['family'] = 'not a model of this package (no blocks.N / serial_blocksN layers)'
+    for describe in checkpoint_describers():
+        found = describe(state_dict)
+        if found:
+            return {**facts, **found}
+    facts['family'] = 'not a model of this package (none of its families or their timm baselines has these layers)'
     return facts
 
 
@@ -205,11 +176,11 @@ def check_checkpoint_fits(
         if 'embed_dim' in theirs and theirs['embed_dim'] != ours.get('embed_dim'):
             args.append('num_heads=<as trained: not stored in the weights>')
         advice = (f'create the variant it was trained as: timm.create_model({name!r}, {", ".join(args)})' if args else
-                  f'create the variant it was trained as (the arguments that differ cannot be read off the weights)')
+                  'create the variant it was trained as (the arguments that differ cannot be read off the weights)')
     facts = ', '.join(f'{k} {v}' for k, v in theirs.items() if k != 'family')
     raise CheckpointMismatchError(
-        f'{source}: the checkpoint does not match {name}: missing keys {_few(missing)}; unexpected keys '
-        f'{_few(unexpected)}; shape mismatches (checkpoint vs model) {_few(mis_shaped)}.\n'
+        f'{source}: the checkpoint does not match {name}: missing keys {few_names(missing, 6)}; unexpected keys '
+        f'{few_names(unexpected, 6)}; shape mismatches (checkpoint vs model) {few_names(mis_shaped, 6)}.\n'
         f'This checkpoint is a {theirs["family"]}{f" ({facts})" if facts else ""}; {advice}.')
 
 

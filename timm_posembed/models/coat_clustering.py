@@ -1,7 +1,7 @@
 """ Clustering CoaT-Lite: CoaT-Lite whose conv-attention clusters similar queries (Adaptive Clustering)
 
-The seed paper (``shared/seeds/004_*``, Bang, Park, Jung, Sim: `Design of Clustering CoaT Vision Model Based on
-Transformer`) proposes CoaT-Lite with the queries of its conv-attention grouped by the Adaptive Clustering
+Bang, Park, Jung & Sim, `Design of Clustering CoaT Vision Model Based on Transformer` (Sunchon / Andong National
+University), propose CoaT-Lite with the queries of its conv-attention grouped by the Adaptive Clustering
 Transformer's E2LSH clustering, to cut training cost. It publishes no numbers; MODEL_CARDS.md has ours.
 
 Papers:
@@ -14,7 +14,7 @@ replaced by ``ClusteredFactorAttnConvRelPosEnc``, which has exactly the paramete
 ``coat_lite_*`` ImageNet-1k weights load with ``strict=True`` and ``pretrained=True`` uses them (clustering applied
 at inference, not fine-tuned). Beyond timm's CoaT: gradient checkpointing, and per-stage cluster counts.
 """
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
@@ -25,12 +25,13 @@ from timm.models._features import feature_take_indices
 from timm.models import checkpoint
 from timm.models.coat import CoaT, insert_cls, remove_cls
 
-from timm_posembed.layers.clustered_attention import ClusterAttnMode, ClusteredFactorAttnConvRelPosEnc
+from ..layers import ClusterAttnMode, ClusteredFactorAttnConvRelPosEnc
 from ._builder import build_with_helpful_pretrained_errors, unwrap_checkpoint
 from ._catalog import ModelInfo, declare_models
 from ._papers import CLUSTERING_COAT_PAPER
 from ._hub import hub_id
-from ._input import check_image_input
+from ._vit_checkpoints import count_blocks
+from .._checks import check_image_input
 
 __all__ = ['CoaTClustering']
 
@@ -64,12 +65,12 @@ class CoaTClustering(CoaT):
     ``create_model(..., **kwargs)`` and timm's ``--model-kwargs``:
         cluster_attn: ``'factorized'`` (default; CoaT's attention on prototypes, exactly "each query replaced by
             its cluster mean", pretrained CoaT-Lite weights keep their meaning) or ``'softmax'`` (ACT proper).
-        cluster_rounds: hash rounds L (default 16).
+        cluster_num_rounds: hash rounds L (default 16).
         cluster_bucket_width: E2LSH bucket width r (default 8.0, ACT's).
         cluster_stages: stage indices (0-3) whose blocks cluster; the others are timm's CoaT-Lite attention.
         cluster_capacity: optional bound on the prototypes per (image, head), as a fraction of the tokens, so the
             prototype attention runs on fewer rows (static shapes); see ``AdaptiveQueryClustering``.
-        singleton_clusters: the degenerate clustering, every query its own cluster. With
+        cluster_singleton: the degenerate clustering, every query its own cluster. With
             ``cluster_attn='factorized'`` the model then computes timm's CoaT-Lite exactly (to float rounding).
         cluster_seed: seed of the hash projections (each block derives its own).
     """
@@ -78,11 +79,11 @@ class CoaTClustering(CoaT):
             self,
             *args: Any,
             cluster_attn: ClusterAttnMode = 'factorized',
-            cluster_rounds: int = 16,
+            cluster_num_rounds: int = 16,
             cluster_bucket_width: float = 8.0,
             cluster_stages: Sequence[int] = (0, 1, 2, 3),
             cluster_capacity: Optional[float] = None,
-            singleton_clusters: bool = False,
+            cluster_singleton: bool = False,
             cluster_seed: int = 0,
             **kwargs: Any,
     ) -> None:
@@ -115,10 +116,10 @@ class CoaTClustering(CoaT):
                 blk.factoratt_crpe = ClusteredFactorAttnConvRelPosEnc.from_timm(
                     blk.factoratt_crpe,
                     attn=cluster_attn,
-                    num_rounds=cluster_rounds,
+                    num_rounds=cluster_num_rounds,
                     bucket_width=cluster_bucket_width,
                     capacity=cluster_capacity,
-                    singleton=singleton_clusters,
+                    singleton=cluster_singleton,
                     # distinct, reproducible hash per block (ACT draws a fresh one at every call)
                     seed=cluster_seed * 1000 + layer_idx,
                 )
@@ -184,7 +185,7 @@ class CoaTClustering(CoaT):
             ``forward_features``: normed stage 4 tokens, or the last stage run when stopped early or pruned.
         """
         _assert(output_fmt == 'NCHW', 'Output shape must be NCHW.')
-        check_image_input(x, self.in_chans, self.patch_embed1.img_size)
+        check_image_input(x, self.in_chans, self.patch_embed1.img_size, None, False, '', '')
         take_indices, max_index = feature_take_indices(NUM_STAGES, indices)
         num_stages = max_index + 1 if stop_early else NUM_STAGES
         intermediates = []
@@ -253,10 +254,9 @@ class CoaTClustering(CoaT):
         return self.norm4(x4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_image_input(
-            x, self.in_chans, self.patch_embed1.img_size,
-            'CoaT-Lite has a fixed input size; create the model with img_size= for another',
-        )
+        # every argument given: TorchScript calls an ignored function without its defaults
+        check_image_input(x, self.in_chans, self.patch_embed1.img_size, None, False, '',
+                          'CoaT-Lite has a fixed input size; create the model with img_size= for another')
         x = self.forward_features(x)
         x = self.forward_head(x)
         return x
@@ -267,6 +267,20 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: CoaTCluster
     original release (timm's CoaT filter). Only transforms: whether the result fits ``model`` (a CoaT-Lite of the
     same widths and depths) is checked by the builder (``check_checkpoint_fits``), which names what it is."""
     return timm_coat.checkpoint_filter_fn(unwrap_checkpoint(state_dict), model)
+
+
+def describe_checkpoint(state_dict: Mapping[str, torch.Tensor]) -> Optional[Dict[str, Any]]:
+    """A CoaT checkpoint (timm's layout, which the clustering models keep): CoaT-Lite's four stages of serial blocks
+    (their widths and depths), or CoaT with parallel blocks, which CoaT-Lite cannot load."""
+    keys = list(state_dict)
+    if any(k.startswith('parallel_blocks.') for k in keys):
+        return {'family': 'CoaT with parallel blocks (coat_tiny/mini/small), not CoaT-Lite'}
+    if 'patch_embed1.proj.weight' not in state_dict:
+        return None
+    embed_dims = [int(state_dict[f'patch_embed{i}.proj.weight'].shape[0]) for i in range(1, NUM_STAGES + 1)
+                  if f'patch_embed{i}.proj.weight' in state_dict]
+    return {'family': 'CoaT-Lite', 'embed_dims': embed_dims,
+            'serial_depths': [count_blocks(keys, f'serial_blocks{i}') for i in range(1, NUM_STAGES + 1)]}
 
 
 def _create_coat_clustering(variant: str, pretrained: bool = False, **kwargs: Any) -> CoaTClustering:
@@ -302,7 +316,7 @@ def _cfg(**kwargs: Any) -> Dict[str, Any]:
 # The weights are timm's CoaT-Lite ImageNet-1k weights (no new parameters): clustering applied at inference.
 default_cfgs = generate_default_cfgs({
     'coat_lite_clustering.in1k': _cfg(hf_hub_id='timm/coat_lite_tiny.in1k'),
-    # Trained with clustering in the loop by benchmarks/train_seed004_*.py; published under our org.
+    # Trained with clustering in the loop by `timm-posembed reproduce clustering-coat-*`; published under our org.
     'coat_lite_clustering.tiny_imagenet': _cfg(
         hf_hub_id=hub_id('coat_lite_clustering', 'tiny_imagenet'), num_classes=200, crop_pct=1.0),
     'coat_lite_clustering.in100': _cfg(hf_hub_id=hub_id('coat_lite_clustering', 'in100'), num_classes=100),
@@ -312,12 +326,13 @@ default_cfgs = generate_default_cfgs({
     'coat_lite_clustering_medium.in1k': _cfg(hf_hub_id='timm/coat_lite_medium.in1k'),
 })
 
+_FAMILY = dict(paper=CLUSTERING_COAT_PAPER, describe_checkpoint=describe_checkpoint)
 declare_models(
-    ModelInfo('coat_lite_clustering', baseline='coat_lite_tiny', paper=CLUSTERING_COAT_PAPER),
-    ModelInfo('coat_lite_clustering_tiny', baseline='coat_lite_tiny', paper=CLUSTERING_COAT_PAPER),
-    ModelInfo('coat_lite_clustering_mini', baseline='coat_lite_mini', paper=CLUSTERING_COAT_PAPER),
-    ModelInfo('coat_lite_clustering_small', baseline='coat_lite_small', paper=CLUSTERING_COAT_PAPER),
-    ModelInfo('coat_lite_clustering_medium', baseline='coat_lite_medium', paper=CLUSTERING_COAT_PAPER),
+    ModelInfo('coat_lite_clustering', baseline='coat_lite_tiny', **_FAMILY),
+    ModelInfo('coat_lite_clustering_tiny', baseline='coat_lite_tiny', **_FAMILY),
+    ModelInfo('coat_lite_clustering_mini', baseline='coat_lite_mini', **_FAMILY),
+    ModelInfo('coat_lite_clustering_small', baseline='coat_lite_small', **_FAMILY),
+    ModelInfo('coat_lite_clustering_medium', baseline='coat_lite_medium', **_FAMILY),
 )
 
 # CoaT-Lite configurations, as timm's coat_lite_* (same shapes, so their weights load).
@@ -329,7 +344,7 @@ _MEDIUM = dict(patch_size=4, embed_dims=[128, 256, 320, 512], serial_depths=[3, 
 
 @register_model
 def coat_lite_clustering(pretrained: bool = False, **kwargs: Any) -> CoaTClustering:
-    """Clustering CoaT-Lite, the seed paper's model: CoaT-Lite Tiny configuration (= coat_lite_clustering_tiny)."""
+    """Clustering CoaT-Lite, Bang et al.'s model: CoaT-Lite Tiny configuration (= coat_lite_clustering_tiny)."""
     return _create_coat_clustering('coat_lite_clustering', pretrained=pretrained, **dict(_TINY, **kwargs))
 
 

@@ -5,27 +5,29 @@ token at position 0) is the amplitude of ``x·exp(i(p·Ω + Θ))`` and the netwo
 
 Papers:
   * `Encoding word order in complex embeddings` - https://arxiv.org/abs/1912.12333 (Wang et al., ICLR 2020)
-  * the seed paper (see MODEL_CARDS.md's COPE card): ViT-Tiny/16 with COPE on Tiny-ImageNet, 34.0 vs 32.2 top-1.
+  * Kim & Cho, `Image classification using vision transformers with complex positional embeddings` (Chonnam
+    National University): ViT-Tiny/16 with COPE on Tiny-ImageNet, 34.0 vs 32.2 top-1.
   * `An Image is Worth 16x16 Words` - https://arxiv.org/abs/2010.11929
 
 Built on timm's ``VisionTransformer`` with ``pos_embed='none'``; everything else (blocks, heads, feature API)
 is timm's.
 """
 import math
-from typing import Any, Dict, Optional, Set, Tuple
+from typing import Any, Dict, Mapping, Optional, Set, Tuple
 
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.models import clean_state_dict, generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs, register_model
 from timm.models.vision_transformer import VisionTransformer
 
-from timm_posembed.layers.cope import (
-    ComplexOrderPosEmbed, CopeFuse, CopeMode, CopePositions, CopeResize, resample_cope_tables)
-from timm_posembed.layers.patch_embed import CheckedPatchEmbed
-from ._builder import build_with_helpful_pretrained_errors
+from ..layers import (
+    CheckedPatchEmbed, ComplexOrderPosEmbed, CopeFuse, CopeMode, CopePositions, CopeResize, resample_cope_tables,
+)
+from ._builder import build_with_helpful_pretrained_errors, unwrap_checkpoint
 from ._catalog import ModelInfo, declare_models
-from ._papers import COPE_PAPER
+from ._papers import COPE_VIT_PAPER
 from ._hub import hub_id
+from ._vit_checkpoints import describe_timm_vit_checkpoint, vit_trunk_facts
 
 __all__ = ['VisionTransformerCOPE']
 
@@ -36,7 +38,7 @@ class VisionTransformerCOPE(VisionTransformer):
     Takes every ``VisionTransformer`` argument except ``pos_embed`` (always ``'none'``), plus:
         cope_fuse: ``'sum'`` (Re + Im, default) or ``'real'``.
         cope_mode: ``'multiplicative'`` (default) or ``'additive'`` (ablation).
-        cope_positions: ``'index'`` (default, the seed's: p = token index, cls at 0) or ``'grid'`` (half of the
+        cope_positions: ``'index'`` (default, Kim & Cho's: p = token index, cls at 0) or ``'grid'`` (half of the
             channels the patch's row, the other half its column, cls at a position of its own); same tables.
         cope_resize: how the tables follow a new grid when ``set_input_size`` is called, a checkpoint made at
             another size is loaded, or (``dynamic_img_size=True``) an input of another size arrives:
@@ -126,11 +128,7 @@ class VisionTransformerCOPE(VisionTransformer):
 def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: VisionTransformerCOPE) -> Dict[str, torch.Tensor]:
     """Adapt a checkpoint to ``model``: unwrap train.py checkpoints and resample COPE tables made for another
     square patch grid by ``model.cope_resize``. Only transforms: strict loading then validates the result."""
-    if 'state_dict' in state_dict:
-        state_dict = state_dict['state_dict']
-    elif 'model' in state_dict:
-        state_dict = state_dict['model']
-    state_dict = clean_state_dict(state_dict)
+    state_dict = unwrap_checkpoint(state_dict)
     table_key = 'cope.freq' if model.cope.freq is not None else 'cope.amplitude'
     table, phase = state_dict.get(table_key), state_dict.get('cope.phase')
     if table is None or phase is None or table.ndim != 3 or table.shape != phase.shape:
@@ -146,6 +144,16 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: VisionTrans
         state_dict[table_key] = new_table.to(table.dtype).contiguous()
         state_dict['cope.phase'] = new_phase.to(phase.dtype).contiguous()
     return state_dict
+
+
+def describe_checkpoint(state_dict: Mapping[str, torch.Tensor]) -> Optional[Dict[str, Any]]:
+    """A COPE ViT's checkpoint: timm's ViT blocks with the two complex order tables (``cope.freq``: the
+    multiplicative mode, ``cope.amplitude``: the additive one) instead of a ``pos_embed``."""
+    table = next((k for k in ('cope.freq', 'cope.amplitude') if k in state_dict), None)
+    if table is None or not any(k.startswith('blocks.') for k in state_dict):
+        return None
+    return {'family': 'COPE ViT (complex order position tables)',
+            'cope_mode': 'multiplicative' if table == 'cope.freq' else 'additive', **vit_trunk_facts(state_dict, table)}
 
 
 def _create_vision_transformer_cope(variant: str, pretrained: bool = False, **kwargs: Any) -> VisionTransformerCOPE:
@@ -173,13 +181,13 @@ def _cfg(**kwargs: Any) -> Dict[str, Any]:
         'first_conv': 'patch_embed.proj',
         'classifier': 'head',
         'license': 'apache-2.0',
-        **COPE_PAPER.cfg(),
+        **COPE_VIT_PAPER.cfg(),
         **kwargs,
     }
 
 
 def _tiny_imagenet_cfg(model_name: str) -> Dict[str, Any]:
-    # Tiny-ImageNet images are 64x64, upsampled to 224 as in the seed paper: no centre crop at eval.
+    # Tiny-ImageNet images are 64x64, upsampled to 224 as in Kim & Cho: no centre crop at eval.
     return _cfg(hf_hub_id=hub_id(model_name, 'tiny_imagenet'), num_classes=200, crop_pct=1.0)
 
 
@@ -189,16 +197,18 @@ default_cfgs = generate_default_cfgs({
     'vit_base_cope.tiny_imagenet': _tiny_imagenet_cfg('vit_base_cope'),
 })
 
+_FAMILY = dict(paper=COPE_VIT_PAPER, describe_checkpoint=describe_checkpoint,
+               describe_baseline_checkpoint=describe_timm_vit_checkpoint)
 declare_models(
-    ModelInfo('vit_tiny_cope', baseline='vit_tiny_patch16_224', paper=COPE_PAPER),
-    ModelInfo('vit_small_cope', baseline='vit_small_patch16_224', paper=COPE_PAPER),
-    ModelInfo('vit_base_cope', baseline='vit_base_patch16_224', paper=COPE_PAPER),
+    ModelInfo('vit_tiny_cope', baseline='vit_tiny_patch16_224', **_FAMILY),
+    ModelInfo('vit_small_cope', baseline='vit_small_patch16_224', **_FAMILY),
+    ModelInfo('vit_base_cope', baseline='vit_base_patch16_224', **_FAMILY),
 )
 
 
 @register_model
 def vit_tiny_cope(pretrained: bool = False, **kwargs: Any) -> VisionTransformerCOPE:
-    """ViT-Tiny/16 with COPE (seed paper 000)."""
+    """ViT-Tiny/16 with COPE (Kim & Cho's model)."""
     model_args = dict(patch_size=16, embed_dim=192, depth=12, num_heads=3)
     return _create_vision_transformer_cope('vit_tiny_cope', pretrained=pretrained, **dict(model_args, **kwargs))
 

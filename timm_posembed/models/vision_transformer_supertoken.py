@@ -1,22 +1,23 @@
 """ Vision Transformer with a super-token convolutional embedding, and the EarlyConv baseline
 
 timm's ``VisionTransformer`` with its patchify convolution replaced by
-  * ``SuperTokenConvEmbed`` (the seed paper; see its card in MODEL_CARDS.md): six light Conv3x3 -> GELU -> BN modules down to
-    1/8, parameter-free super-token clustering (STViT's sampling step) down to 1/16, Linear to the width;
+  * ``SuperTokenConvEmbed`` (the super-token convolutional embedding paper; see its card in MODEL_CARDS.md): six light
+    Conv3x3 -> GELU -> BN modules down to 1/8, parameter-free super-token clustering (STViT's sampling step) down to
+    1/16, Linear to the width;
   * ``ConvStemEmbed`` (EarlyConv): four stride-2 Conv3x3 -> BN -> ReLU stages and a 1x1 conv.
 
 Papers:
-  * the seed paper (Korean, ImageNet100, ViT-S from scratch): super-token conv embedding 83.52 top-1 vs. patch
-    embedding 78.44 and EarlyConv embedding 81.14 (its table 6).
+  * the super-token convolutional embedding paper (Korean, ImageNet100, ViT-S from scratch; our copy names no title
+    or authors): super-token conv embedding 83.52 top-1 vs. patch embedding 78.44 and EarlyConv 81.14 (its table 6).
   * `Vision Transformer with Super Token Sampling` - https://arxiv.org/abs/2211.11167 (Huang et al., CVPR 2023)
   * `Early Convolutions Help Transformers See Better` - https://arxiv.org/abs/2106.14881 (Xiao et al., 2021)
   * `An Image is Worth 16x16 Words` - https://arxiv.org/abs/2010.11929
 
-The ablations of the seed's tables 7 and 8 are constructor arguments, so ``train.py --model-kwargs`` reaches them,
-e.g. ``--model-kwargs num_conv_modules=4`` or ``--model-kwargs n_iter=1``.
+The ablations of that paper's tables 7 and 8 are constructor arguments, so ``train.py --model-kwargs`` reaches them,
+e.g. ``--model-kwargs stoken_num_conv_modules=4`` or ``--model-kwargs stoken_num_iters=1``.
 """
 from functools import partial
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence
 
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
@@ -24,12 +25,12 @@ from timm.layers import resample_abs_pos_embed
 from timm.models import generate_default_cfgs, register_model
 from timm.models.vision_transformer import VisionTransformer
 
-from timm_posembed.layers.conv_stem import EARLYCONV_CHANNELS, ConvStemEmbed
-from timm_posembed.layers.supertoken import SuperTokenConvEmbed
+from ..layers import EARLYCONV_CHANNELS, ConvStemEmbed, SuperTokenConvEmbed
 from ._builder import build_with_helpful_pretrained_errors, unwrap_checkpoint
 from ._catalog import ModelInfo, declare_models
 from ._papers import EARLY_CONV_PAPER, SUPER_TOKEN_CONV_PAPER, Paper
 from ._hub import hub_id
+from ._vit_checkpoints import describe_timm_vit_checkpoint, vit_trunk_facts
 
 __all__ = ['VisionTransformerSuperToken', 'VisionTransformerConvStem']
 
@@ -46,30 +47,32 @@ class _ConvEmbedVisionTransformer(VisionTransformer):
 class VisionTransformerSuperToken(_ConvEmbedVisionTransformer):
     """ ViT with ``SuperTokenConvEmbed`` as its embedding.
 
-    Takes every ``VisionTransformer`` argument except ``embed_layer``, plus the seed's ablations:
-        num_conv_modules: Conv modules of the seed's table 5 kept before the clustering (table 7: 0, 1, 2, 4, 6).
-        extra_stride2_conv: One more stride-2 conv module (table 7, last row: clustering with 1x1 cells).
-        n_iter: Super-token clustering rounds t (table 8: 1..4; default 3).
-        grad_through_assoc: Back-propagate through the clustering's associations (default False, as STViT).
+    Takes every ``VisionTransformer`` argument except ``embed_layer``, plus the super-token paper's ablations, all
+    prefixed ``stoken_`` (reachable through ``create_model(..., **kwargs)`` and train.py's ``--model-kwargs``):
+        stoken_num_conv_modules: Conv modules of the paper's table 5 kept before the clustering (its table 7: 0, 1,
+            2, 4, 6; default 6).
+        stoken_extra_stride2_conv: One more stride-2 conv module (table 7, last row: clustering with 1x1 cells).
+        stoken_num_iters: Super-token clustering rounds t (table 8: 1..4; default 3).
+        stoken_grad_through_assoc: Back-propagate through the clustering's associations (default False, as STViT).
     ``patch_size`` is the total reduction (16: a 14x14 grid at 224); the super-token cell size follows from it.
     """
 
     def __init__(
             self,
             *args: Any,
-            num_conv_modules: int = 6,
-            extra_stride2_conv: bool = False,
-            n_iter: int = 3,
-            grad_through_assoc: bool = False,
+            stoken_num_conv_modules: int = 6,
+            stoken_extra_stride2_conv: bool = False,
+            stoken_num_iters: int = 3,
+            stoken_grad_through_assoc: bool = False,
             **kwargs: Any,
     ) -> None:
         self._check_no_embed_layer(kwargs)
         embed_layer = partial(
             SuperTokenConvEmbed,
-            num_conv_modules=num_conv_modules,
-            extra_stride2_conv=extra_stride2_conv,
-            n_iter=n_iter,
-            grad_through_assoc=grad_through_assoc,
+            num_conv_modules=stoken_num_conv_modules,
+            extra_stride2_conv=stoken_extra_stride2_conv,
+            num_iters=stoken_num_iters,
+            grad_through_assoc=stoken_grad_through_assoc,
         )
         super().__init__(*args, embed_layer=embed_layer, **kwargs)
 
@@ -78,8 +81,8 @@ class VisionTransformerConvStem(_ConvEmbedVisionTransformer):
     """ ViT with the EarlyConv ``ConvStemEmbed`` as its embedding.
 
     Takes every ``VisionTransformer`` argument except ``embed_layer``, plus:
-        stem_channels: Widths of the stride-2 Conv3x3 -> BN -> ReLU stages (default 48, 96, 192, 384; the seed's
-            table 4 lists 96, 192, 384, 384).
+        stem_channels: Widths of the stride-2 Conv3x3 -> BN -> ReLU stages (default 48, 96, 192, 384; the super-token
+            paper's table 4 lists 96, 192, 384, 384).
         stem_final_kernel_size: Kernel of the last convolution, 1 (EarlyConv) or 3 (seed table 4).
     """
 
@@ -109,6 +112,16 @@ def checkpoint_filter_fn(
         state_dict['pos_embed'] = resample_abs_pos_embed(
             pos_embed, new_size=model.patch_embed.grid_size, num_prefix_tokens=num_prefix, verbose=True)
     return state_dict
+
+
+def describe_checkpoint(state_dict: Mapping[str, torch.Tensor]) -> Optional[Dict[str, Any]]:
+    """A checkpoint of a ViT with a convolutional embedding (super-token or EarlyConv): timm's ViT blocks behind a
+    ``patch_embed.stem``."""
+    if not any(k.startswith('patch_embed.stem.') for k in state_dict) or not any(
+            k.startswith('blocks.') for k in state_dict):
+        return None
+    learned = 'a learned pos_embed' if 'pos_embed' in state_dict else 'no position table'
+    return {'family': f'ViT with a convolutional stem and {learned}', **vit_trunk_facts(state_dict, 'pos_embed')}
 
 
 def _create_vision_transformer(
@@ -158,16 +171,19 @@ default_cfgs = generate_default_cfgs({
     'vit_small_conv_embed.in100': _in100_cfg('vit_small_conv_embed', EARLY_CONV_PAPER),
 })
 
+_DESCRIBERS = dict(describe_checkpoint=describe_checkpoint, describe_baseline_checkpoint=describe_timm_vit_checkpoint)
 declare_models(
-    ModelInfo('vit_small_supertoken_conv', baseline='vit_small_patch16_224', paper=SUPER_TOKEN_CONV_PAPER),
-    ModelInfo('vit_tiny_supertoken_conv', baseline='vit_tiny_patch16_224', paper=SUPER_TOKEN_CONV_PAPER),
-    ModelInfo('vit_small_conv_embed', baseline='vit_small_patch16_224', paper=EARLY_CONV_PAPER),
+    ModelInfo('vit_small_supertoken_conv', baseline='vit_small_patch16_224', paper=SUPER_TOKEN_CONV_PAPER,
+              **_DESCRIBERS),
+    ModelInfo('vit_tiny_supertoken_conv', baseline='vit_tiny_patch16_224', paper=SUPER_TOKEN_CONV_PAPER,
+              **_DESCRIBERS),
+    ModelInfo('vit_small_conv_embed', baseline='vit_small_patch16_224', paper=EARLY_CONV_PAPER, **_DESCRIBERS),
 )
 
 
 @register_model
 def vit_small_supertoken_conv(pretrained: bool = False, **kwargs: Any) -> VisionTransformerSuperToken:
-    """ViT-S/16 with the super-token convolutional embedding (seed 001)."""
+    """ViT-S/16 with the super-token convolutional embedding (the super-token paper's model)."""
     model_args = dict(patch_size=16, embed_dim=384, depth=12, num_heads=6)
     return _create_vision_transformer(
         VisionTransformerSuperToken, 'vit_small_supertoken_conv', pretrained=pretrained, **dict(model_args, **kwargs))
@@ -183,7 +199,8 @@ def vit_tiny_supertoken_conv(pretrained: bool = False, **kwargs: Any) -> VisionT
 
 @register_model
 def vit_small_conv_embed(pretrained: bool = False, **kwargs: Any) -> VisionTransformerConvStem:
-    """ViT-S/16 with the EarlyConv convolutional stem (48, 96, 192, 384 + 1x1 conv), the seed's conv baseline."""
+    """ViT-S/16 with the EarlyConv convolutional stem (48, 96, 192, 384 + 1x1 conv), the super-token paper's conv
+    baseline."""
     model_args = dict(patch_size=16, embed_dim=384, depth=12, num_heads=6)
     return _create_vision_transformer(
         VisionTransformerConvStem, 'vit_small_conv_embed', pretrained=pretrained, **dict(model_args, **kwargs))

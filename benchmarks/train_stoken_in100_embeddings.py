@@ -1,0 +1,17 @@
+""" The super-token conv embedding paper, table 6: patch vs EarlyConv vs super-token conv embedding (ViT-S,
+ImageNet100).
+
+Trains every row of the paper table `stoken-in100-embeddings` with timm's train.py and the table's recipe (both shipped
+in the package), then prints our numbers beside the paper's: the same as `timm-posembed reproduce
+stoken-in100-embeddings`. `--help` lists the options; e.g. on two GPUs, with timm's repository checked out in
+pytorch-image-models/:
+
+    export TIMM_REPO=pytorch-image-models
+    python benchmarks/train_stoken_in100_embeddings.py --data-dir DATA --nproc 2 -- --amp --amp-dtype bfloat16
+"""
+import sys
+
+from timm_posembed.reproduce.drivers import table_driver_main
+
+if __name__ == '__main__':
+    sys.exit(table_driver_main('stoken-in100-embeddings'))

@@ -1,0 +1,223 @@
+""" Reading a checkpoint to publish: a timm ``train.py`` checkpoint or a ``.safetensors`` file.
+
+``read_checkpoint`` unwraps what train.py saved (``state_dict`` / ``state_dict_ema``, its recorded ``args``, epoch
+and metric), unpickling nothing but tensors, plain containers and ``argparse.Namespace`` (``weights_only=True``).
+``checkpoint_model_kwargs`` recovers the ``create_model`` arguments the run used, the way timm's scripts turn
+train.py's arguments into model arguments.
+"""
+import argparse
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Union
+
+import torch
+from timm.models import clean_state_dict, get_pretrained_cfg, resolve_model_input_args
+
+from .._checks import few_names
+
+__all__ = [
+    'PublishError', 'TrainCheckpoint', 'read_checkpoint', 'checkpoint_model_kwargs',
+    'dataset_from_train_args', 'nonfinite_tensors',
+]
+
+# train.py pickles its argparse.Namespace with the weights; it only carries plain values, so it is safe to allow.
+_SAFE_CHECKPOINT_GLOBALS = [argparse.Namespace]
+
+
+class PublishError(ValueError):
+    """The inputs to ``publish`` are wrong; the message says what was found and what would be right."""
+
+
+@dataclass
+class TrainCheckpoint:
+    state_dict: Dict[str, torch.Tensor]
+    path: Path
+    weights: str  # which weights: 'state_dict', 'state_dict_ema', or 'safetensors' / 'state dict' for bare files
+    train_args: Dict[str, Any] = field(default_factory=dict)  # vars(args) of the train.py run, when recorded
+    arch: Optional[str] = None  # the model train.py built (its args.model)
+    epoch: Optional[int] = None
+    metric: Optional[float] = None
+
+    def describe(self) -> str:
+        what = {'state_dict_ema': 'EMA weights', 'state_dict': 'weights (not EMA)'}.get(self.weights, 'weights')
+        extra = ', '.join(x for x in (
+            f'epoch {self.epoch}' if self.epoch is not None else '',
+            f'eval metric {self.metric:.4g}' if isinstance(self.metric, (int, float)) else '',
+        ) if x)
+        return f'{what} of {self.path.name}' + (f' ({extra})' if extra else '')
+
+
+def _sniff_format(path: Path) -> str:
+    """'safetensors', 'torch' (a zip or legacy pickle written by torch.save), 'empty' or 'unknown' (damaged, or
+    another format: its reader by suffix says so), from the first bytes: the name's suffix is only a convention,
+    and a renamed file must be read for what it is."""
+    with open(path, 'rb') as f:
+        head = f.read(9)
+    size = path.stat().st_size
+    if not head:
+        return 'empty'
+    # safetensors: an 8-byte little-endian header length, then that many bytes of JSON starting with '{'
+    if len(head) == 9 and head[8:9] == b'{' and 8 < int.from_bytes(head[:8], 'little') + 8 <= size:
+        return 'safetensors'
+    if head.startswith(b'PK\x03\x04') or head[:1] == b'\x80':  # torch.save's zip, or a legacy pickle
+        return 'torch'
+    return 'unknown'
+
+
+def _read_safetensors(path: Path, use_ema: bool) -> 'TrainCheckpoint':
+    if use_ema:
+        raise PublishError(f'{path} is a safetensors file, which holds one set of weights; --ema applies to '
+                           f'train.py checkpoints (with state_dict_ema). Drop --ema, or pass the checkpoint.')
+    import safetensors.torch
+    from safetensors import SafetensorError
+    try:
+        state_dict = safetensors.torch.load_file(str(path), device='cpu')
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise PublishError(f'{path} is not a readable safetensors file (truncated or corrupt?): {e}. Expected the '
+                           f'model.safetensors written by safetensors.torch.save_file; re-save or re-download it.'
+                           ) from e
+    return TrainCheckpoint(_checked_tensors(state_dict, path), path, 'safetensors')
+
+
+def read_checkpoint(path: Union[str, Path], use_ema: bool = False) -> TrainCheckpoint:
+    """Read a train.py checkpoint (never unpickling anything but tensors, containers and argparse.Namespace) or a
+    safetensors file, told apart by content, not by name. ``use_ema`` selects ``state_dict_ema``, which must
+    then exist."""
+    path = Path(path)
+    if not path.is_file():
+        raise PublishError(f'no checkpoint file at {path}; pass a train.py checkpoint (model_best.pth.tar, '
+                           f'last.pth.tar) or a .safetensors file')
+    kind = _sniff_format(path)
+    if kind == 'empty':
+        raise PublishError(f'{path} is empty (0 bytes), probably an interrupted copy or save; expected a train.py '
+                           f'checkpoint (model_best.pth.tar) or a .safetensors file')
+    if kind == 'safetensors' or (kind == 'unknown' and path.suffix == '.safetensors'):
+        return _read_safetensors(path, use_ema)
+
+    try:
+        # a file object, not the name: torch.load would hand a file named *.safetensors to safetensors whatever it holds
+        with torch.serialization.safe_globals(_SAFE_CHECKPOINT_GLOBALS), open(path, 'rb') as f:
+            checkpoint = torch.load(f, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as e:
+        unsafe = ''
+        try:
+            unsafe = ', '.join(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
+        except Exception:  # the listing is only for the message; the refusal stands without it
+            pass
+        raise PublishError(
+            f'refusing to load {path}: it needs Python objects beyond tensors and plain containers'
+            f'{" (" + unsafe + ")" if unsafe else ""}, and unpickling those could run arbitrary code. A train.py '
+            f'checkpoint needs none of them. If you trust the file, re-save just its weights with '
+            f'safetensors.torch.save_file and publish that.') from e
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        # torch's own text can run to a paragraph: its first sentence says what failed
+        reason = str(e).strip().splitlines()[0].split('. ')[0] if str(e).strip() else type(e).__name__
+        raise PublishError(f'{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {reason}. '
+                           f'Expected a complete train.py checkpoint; copy it again or use another epoch\'s.') from e
+
+    if not isinstance(checkpoint, dict):
+        raise PublishError(f'{path} holds a {type(checkpoint).__name__}, not a checkpoint: expected a train.py '
+                           f'checkpoint (a dict with state_dict) or a state dict (parameter name -> tensor)')
+    train_args: Dict[str, Any] = {}
+    if isinstance(checkpoint.get('args'), argparse.Namespace):
+        train_args = vars(checkpoint['args'])
+    elif isinstance(checkpoint.get('args'), dict):
+        train_args = dict(checkpoint['args'])
+    if 'state_dict' in checkpoint or 'state_dict_ema' in checkpoint:
+        key = 'state_dict_ema' if use_ema else 'state_dict'
+        if checkpoint.get(key) is None:
+            have = [k for k in ('state_dict', 'state_dict_ema') if checkpoint.get(k) is not None]
+            hint = ('train with --model-ema to get EMA weights, or drop --ema' if use_ema
+                    else 'pass --ema to publish the EMA weights')
+            raise PublishError(f'{path} has no {key!r} (it has {have}); {hint}')
+        state_dict = checkpoint[key]
+        weights = key
+    elif use_ema:
+        raise PublishError(f'{path} is a bare state dict without EMA weights; drop --ema')
+    else:
+        state_dict, weights = checkpoint, 'state dict'
+    if not isinstance(state_dict, dict):
+        raise PublishError(f'{path}: {weights!r} is a {type(state_dict).__name__}, not a state dict')
+    arch = checkpoint.get('arch') if isinstance(checkpoint.get('arch'), str) else train_args.get('model')
+    return TrainCheckpoint(
+        _checked_tensors(clean_state_dict(state_dict), path), path, weights, train_args=train_args,
+        arch=arch if isinstance(arch, str) else None,
+        epoch=checkpoint.get('epoch') if isinstance(checkpoint.get('epoch'), int) else None,
+        metric=checkpoint.get('metric') if isinstance(checkpoint.get('metric'), (int, float)) else None,
+    )
+
+
+def _checked_tensors(state_dict: Mapping[str, Any], path: Path) -> Dict[str, torch.Tensor]:
+    not_tensors = [k for k, v in state_dict.items() if not isinstance(v, torch.Tensor)]
+    if not_tensors:
+        raise PublishError(
+            f'{path}: the weights contain non-tensor entries {few_names(not_tensors)}; expected a state dict')
+    if not state_dict:
+        raise PublishError(f'{path}: the state dict is empty')
+    return dict(state_dict)
+
+
+def nonfinite_tensors(state_dict: Mapping[str, torch.Tensor]) -> List[str]:
+    """``'name (k of n values)'`` for every tensor holding NaN or Inf (a run that diverged, or a broken save)."""
+    bad = []
+    for name, tensor in state_dict.items():
+        if tensor.is_floating_point() or tensor.is_complex():
+            count = int((~torch.isfinite(tensor)).sum())
+            if count:
+                bad.append(f'{name} ({count} of {tensor.numel()} values)')
+    return bad
+
+
+def checkpoint_model_kwargs(
+        arch: str,
+        tag: str,
+        tag_registered: bool,
+        checkpoint: TrainCheckpoint,
+        overrides: Optional[Mapping[str, Any]] = None,
+) -> Dict[str, Any]:
+    """The ``create_model`` arguments that rebuild the model the checkpoint was trained as: train.py's recorded
+    --model-kwargs, num classes and global pool, then ``overrides``; train.py's input size / channels turned into
+    model arguments the way timm's scripts do (``resolve_model_input_args``); and the class count read from the
+    classifier weights when train.py left it to the pretrained cfg."""
+    args = checkpoint.train_args
+    recorded = args.get('model_kwargs') or {}
+    if not isinstance(recorded, Mapping) or not all(isinstance(k, str) for k in recorded):
+        raise PublishError(f'{checkpoint.path}: train.py recorded model_kwargs {recorded!r}, expected KEY=VALUE '
+                           f'pairs; pass the model arguments with --model-kwargs instead')
+    num_classes = args.get('num_classes')
+    if num_classes is not None and (not isinstance(num_classes, int) or isinstance(num_classes, bool)
+                                    or num_classes < 0):
+        raise PublishError(f'{checkpoint.path}: train.py recorded num_classes={num_classes!r}, expected a class '
+                           f'count; pass --model-kwargs num_classes=N')
+    kwargs: Dict[str, Any] = dict(recorded)
+    if args.get('num_classes') is not None:
+        kwargs['num_classes'] = args['num_classes']
+    if args.get('gp'):
+        kwargs['global_pool'] = args['gp']
+    kwargs.update(overrides or {})
+    if 'num_classes' not in kwargs:
+        cfg = get_pretrained_cfg(f'{arch}.{tag}' if tag_registered else arch)
+        classifier = cfg.classifier if cfg else None
+        for name in ([classifier] if isinstance(classifier, str) else list(classifier or ())):
+            weight = checkpoint.state_dict.get(f'{name}.weight')
+            if weight is not None and weight.ndim >= 1:
+                kwargs['num_classes'] = int(weight.shape[0])
+                break
+    input_request = {k: args.get(k) for k in ('input_size', 'img_size', 'in_chans')}
+    try:
+        resolved = resolve_model_input_args(f'{arch}.{tag}' if tag_registered else arch, args=input_request, **kwargs)
+    except (ValueError, RuntimeError) as e:
+        raise PublishError(f'the model arguments {kwargs} and train.py input size {input_request} conflict: {e}') from e
+    resolved.pop('model_name')
+    resolved.pop('pretrained_cfg')
+    return resolved
+
+
+def dataset_from_train_args(checkpoint: TrainCheckpoint) -> Optional[str]:
+    """The Hub dataset a train.py run read (its ``--dataset hfds/NAME`` / ``hfids/NAME``), else None."""
+    dataset = checkpoint.train_args.get('dataset') or ''
+    for prefix in ('hfds/', 'hfids/'):
+        if isinstance(dataset, str) and dataset.startswith(prefix) and len(dataset) > len(prefix):
+            return dataset[len(prefix):]
+    return None
