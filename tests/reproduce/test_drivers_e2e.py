@@ -128,7 +128,7 @@ def test_driver_trains_every_row_and_report_prints_ours_beside_the_papers(driven
         record = by_row[row.id]
         assert record['num_runs'] == 1 and record['epochs_done'] == 1, (row.id, record)
         assert 0.0 <= record['ours_top1'] <= 100.0 and record['ours_params'] > 0
-        assert record['paper_top1'] == row.paper.get('top1')  # the paper's number, beside ours
+        assert record['paper_top1'] == row.paper_numbers.get('top1')  # the paper's number, beside ours
     with Image.open(png) as image:
         assert image.format == 'PNG'
 
