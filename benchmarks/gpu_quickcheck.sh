@@ -6,7 +6,7 @@
 #       with torch.compile for the super-token and clustering models (compiling takes most of the time), then fp32.
 #       Each table is rewritten after every model, so a run stopped early keeps what it measured.
 #   benchmarks/gpu_quickcheck.sh fashion-mnist OUT
-#       The Fashion-MNIST sanity run, longer than on CPU: all 70k images, 64 px, 4 epochs, bf16, for the seed
+#       The Fashion-MNIST sanity run, longer than on CPU: all 70k images, 64 px, 4 epochs, bf16, for the
 #       papers' models and their baselines, through timm's train.py. Needs TIMM_REPO (a folder with timm's
 #       train.py) and FASHION_MNIST_IDX (the folder of the four idx .gz files; default: Debian's).
 #
@@ -23,7 +23,7 @@ timm_posembed="python -m timm_posembed.cli"
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader > "$out/gpu.txt" || true
 
-# One model per seed paper at its paper size, and its baseline (added by the tools).
+# One model per paper at its paper size, and its baseline (added by the tools).
 paper_models=(vit_tiny_cope vit_small_supertoken_conv vit_small_conv_embed coat_lite_clustering)
 
 case "$what" in
