@@ -103,6 +103,13 @@ class CoaTClustering(CoaT):
         if bad:
             raise ValueError(f'cluster_stages must be stage indices in 0..{NUM_STAGES - 1}, got {bad}')
         super().__init__(*args, **kwargs)
+        if not hasattr(self, 'feature_info'):
+            # timm's CoaT states its stages only from timm 1.0.31 on; for the older releases this package supports
+            # (pyproject.toml's timm>=), the same facts, which features_only and forward_intermediates read
+            patch_size = int(to_2tuple(kwargs.get('patch_size', 16))[0])
+            self.feature_info = [
+                dict(num_chs=int(self.embed_dims[i]), reduction=patch_size * 2 ** i, module=f'serial_blocks{i + 1}')
+                for i in range(NUM_STAGES)]
         self.cluster_attn = cluster_attn
         self.cluster_stages = cluster_stages
         self.grad_checkpointing = False
