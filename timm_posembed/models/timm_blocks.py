@@ -22,7 +22,8 @@ from timm.models import build_model_with_cfg, get_pretrained_cfg, resolve_pretra
 
 from .._checks import few_names
 from ._builder import (
-    _UNAVAILABLE_ERRORS, CheckpointMismatchError, PretrainedWeightsUnavailableError, build_with_helpful_pretrained_errors,
+    _UNAVAILABLE_ERRORS, CheckpointMismatchError, PretrainedWeightsUnavailableError,
+    build_with_helpful_pretrained_errors,
 )
 from ._catalog import model_info
 

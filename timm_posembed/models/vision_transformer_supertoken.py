@@ -168,7 +168,8 @@ def _in100_cfg(model_name: str, paper: Paper) -> Dict[str, Any]:
 
 def _timm_blocks_cfgs(model_name: str, source: str, paper: Paper) -> Dict[str, Dict[str, Any]]:
     # A warm start, not trained weights: timm's blocks (and position table) under the stem at its initialisation.
-    return {f'{model_name}.{timm_blocks_tag(source)}': timm_blocks_cfg(source, model_name, partial(_cfg, **paper.cfg()))}
+    make_cfg = partial(_cfg, **paper.cfg())
+    return {f'{model_name}.{timm_blocks_tag(source)}': timm_blocks_cfg(source, model_name, make_cfg)}
 
 
 # The first tag of each model is its default: the trained weights, then the warm starts.
@@ -178,7 +179,8 @@ default_cfgs = generate_default_cfgs({
     'vit_small_conv_embed.in100': _in100_cfg('vit_small_conv_embed', EARLY_CONV_PAPER),
     **_timm_blocks_cfgs('vit_small_supertoken_conv', 'vit_small_patch16_224.augreg_in21k_ft_in1k',
                         SUPER_TOKEN_CONV_PAPER),
-    **_timm_blocks_cfgs('vit_tiny_supertoken_conv', 'vit_tiny_patch16_224.augreg_in21k_ft_in1k', SUPER_TOKEN_CONV_PAPER),
+    **_timm_blocks_cfgs('vit_tiny_supertoken_conv', 'vit_tiny_patch16_224.augreg_in21k_ft_in1k',
+                        SUPER_TOKEN_CONV_PAPER),
     **_timm_blocks_cfgs('vit_small_conv_embed', 'vit_small_patch16_224.augreg_in21k_ft_in1k', EARLY_CONV_PAPER),
 })
 
