@@ -256,13 +256,15 @@ def build_with_timm_blocks(model_cls: Callable[..., Any], variant: str, pretrain
     model is built at its initialisation and ``load_timm_blocks`` puts timm's blocks under it. The user's
     ``pretrained_cfg_overlay`` (a local ``file=``) and ``img_size`` / ``in_chans`` go to timm's model, whose loader
     adapts the checkpoint to them."""
-    if pretrained and not kwargs.get('features_only'):
+    if pretrained:
         registered = resolve_pretrained_cfg(variant, pretrained_cfg=kwargs.get('pretrained_cfg'))
         source = timm_blocks_source(registered.to_dict())
         if source:
             model = build_model_with_cfg(model_cls, variant, False, **kwargs)
+            # features_only wraps the model (timm's FeatureGetterNet holds it as .model, its unused layers pruned)
+            trunk = model.model if kwargs.get('features_only') else model
             source_kwargs = {k: kwargs[k] for k in ('img_size', 'in_chans') if kwargs.get(k) is not None}
-            load_timm_blocks(model, source, pretrained_cfg_overlay=kwargs.get('pretrained_cfg_overlay'),
+            load_timm_blocks(trunk, source, pretrained_cfg_overlay=kwargs.get('pretrained_cfg_overlay'),
                              source_kwargs=source_kwargs)
             return model
     return build_with_helpful_pretrained_errors(model_cls, variant, pretrained, **kwargs)
