@@ -146,7 +146,9 @@ def fine_tune(warm: bool, images: torch.Tensor, labels: torch.Tensor, cfg: Study
     model = timm.create_model(TARGET, num_classes=len(cfg.finetune_classes), **kwargs)
     if warm:
         source, overlay, source_kwargs = _source(cfg, pretrained_file)
-        load_timm_blocks(model, source, pretrained_cfg_overlay=overlay, source_kwargs=source_kwargs, verbose=False)
+        # the classifier is for the fine-tuning classes, not the pretraining ones, even where the counts agree
+        load_timm_blocks(model, source, pretrained_cfg_overlay=overlay, source_kwargs=source_kwargs, keep=('head',),
+                         verbose=False)
     return _train(model, images, labels, cfg, cfg.finetune_epochs if epochs is None else epochs, seed)
 
 

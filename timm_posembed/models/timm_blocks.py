@@ -14,7 +14,7 @@ tag names timm's weights, not trained weights of this package's model, so ``timm
 """
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import timm
 import torch
@@ -157,6 +157,7 @@ def load_timm_blocks(
         *,
         pretrained_cfg_overlay: Optional[Mapping[str, Any]] = None,
         source_kwargs: Optional[Mapping[str, Any]] = None,
+        keep: Sequence[str] = (),
         verbose: bool = True,
 ) -> TimmBlocksResult:
     """Copy the tensors of timm's pretrained ``source`` (``'vit_small_patch16_224.augreg_in21k_ft_in1k'``) that fit
@@ -170,6 +171,8 @@ def load_timm_blocks(
         source_kwargs: arguments for ``timm.create_model(source, ...)``: what the checkpoint was trained with when it
             is not the name's default (``depth=``, ``img_size=``, ``num_classes=``), or ``img_size``/``in_chans``
             of ``model`` so that timm adapts its position table and input conv the way its own loader does.
+        keep: names (or prefixes, ``'head'``) of ``model``'s tensors to leave as they are even where timm's fit: a
+            classifier for other classes of the same count, say.
         verbose: print the summary.
 
     A tensor is taken when ``model`` has a tensor of the same name and shape and it is not part of the embedding
@@ -187,6 +190,8 @@ def load_timm_blocks(
         theirs = timm_sd.get(key)
         if any(key == p or key.startswith(p + '.') for p in new_embedding):
             why_left[key] = 'the new embedding: keeps its initialisation'
+        elif any(key == p or key.startswith(p + '.') for p in keep):
+            why_left[key] = 'kept by the caller (keep=)'
         elif theirs is None:
             why_left[key] = 'not in timm\'s checkpoint'
         elif tuple(theirs.shape) != tuple(tensor.shape):
