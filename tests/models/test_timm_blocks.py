@@ -84,7 +84,7 @@ def test_tag_offline_with_nothing_cached_says_how_to_get_the_weights(tmp_path, m
         timm.create_model(f'vit_tiny_cope.{WARM_TAG}', pretrained=True, num_classes=10)
 
 
-def test_tag_with_a_local_file_adapts_img_size_and_in_chans_through_timm(tmp_path):
+def test_tag_with_a_local_file_adapts_img_size_and_in_chans_through_timm(tmp_path, capsys):
     # train.py --pretrained-path FILE: a local copy of timm's weights; img_size / in_chans go to timm's loader
     timm_model = _timm_vit(4)
     file = _save(timm_model, tmp_path / 'vit_tiny.safetensors')
@@ -96,6 +96,8 @@ def test_tag_with_a_local_file_adapts_img_size_and_in_chans_through_timm(tmp_pat
                               pretrained_cfg_overlay=dict(file=file, num_classes=-1))
     # num_classes=-1 (train.py's) makes timm drop the checkpoint's head, so the head is left, not taken
     _assert_warm_start(model, adapted, init, {'cope.freq', 'cope.phase', 'head.weight', 'head.bias'})
+    printed = capsys.readouterr().out
+    assert "head.weight: timm's classifier, which timm did not load" in printed
     assert model.patch_embed.proj.weight.shape[1] == 1
 
 

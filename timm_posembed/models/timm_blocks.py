@@ -89,9 +89,10 @@ def _check_local_file(overlay: Mapping[str, Any]) -> None:
             f'that torch.load(weights_only=True) reads)')
 
 
-def _timm_state_dict(source: str, overlay: Dict[str, Any], source_kwargs: Dict[str, Any]) -> Dict[str, torch.Tensor]:
+def _timm_state_dict(source: str, overlay: Dict[str, Any],
+                     source_kwargs: Dict[str, Any]) -> Tuple[Dict[str, torch.Tensor], Tuple[str, ...]]:
     """The tensors of timm's ``source`` that come from its checkpoint, loaded by timm (its own filter adapts the
-    position table to ``img_size`` and the input conv to ``in_chans``)."""
+    position table to ``img_size`` and the input conv to ``in_chans``), and the names of those timm did not load."""
     where = _where(source, overlay)
     _check_local_file(overlay)
     if 'num_classes' in source_kwargs:
@@ -125,11 +126,13 @@ def _timm_state_dict(source: str, overlay: Dict[str, Any], source_kwargs: Dict[s
     # timm drops the classifier from the checkpoint when the model is built for another class count than the cfg's
     # (train.py's --pretrained-path asks for that with num_classes=-1): that head is timm's fresh initialisation, not
     # its weights, so it is not offered.
+    not_loaded: Tuple[str, ...] = ()
     if timm_model.num_classes != cfg.get('num_classes'):
         classifier = cfg.get('classifier') or 'head'
-        for name in [classifier] if isinstance(classifier, str) else classifier:
-            state_dict = {k: v for k, v in state_dict.items() if not (k == name or k.startswith(name + '.'))}
-    return state_dict
+        names = [classifier] if isinstance(classifier, str) else list(classifier)
+        not_loaded = tuple(k for k in state_dict if any(k == n or k.startswith(n + '.') for n in names))
+        state_dict = {k: v for k, v in state_dict.items() if k not in not_loaded}
+    return state_dict, not_loaded
 
 
 def _clipped(e: BaseException, limit: int = 400) -> str:
@@ -180,7 +183,7 @@ def load_timm_blocks(
     left as it was, and the result says why. Raises ``CheckpointMismatchError`` when nothing fits.
     """
     overlay = dict(pretrained_cfg_overlay or {})
-    timm_sd = _timm_state_dict(source, overlay, dict(source_kwargs or {}))
+    timm_sd, not_loaded = _timm_state_dict(source, overlay, dict(source_kwargs or {}))
     where = _where(source, overlay)
     new_embedding = _new_embedding(model)
     own = model.state_dict()
@@ -192,6 +195,9 @@ def load_timm_blocks(
             why_left[key] = 'the new embedding: keeps its initialisation'
         elif any(key == p or key.startswith(p + '.') for p in keep):
             why_left[key] = 'kept by the caller (keep=)'
+        elif key in not_loaded:
+            why_left[key] = ('timm\'s classifier, which timm did not load: its model was built for another class '
+                             'count than its cfg\'s (num_classes=-1 asks for that)')
         elif theirs is None:
             why_left[key] = 'not in timm\'s checkpoint'
         elif tuple(theirs.shape) != tuple(tensor.shape):
