@@ -53,6 +53,7 @@ def test_study_labels_its_stand_in_source(tmp_path):
     assert 'pretrained here for 1 epochs on Fashion-MNIST classes [0, 1, 2, 3, 4]' in table
     assert "a stand-in for timm's ImageNet weights" in table
     assert '| warm | 0, 1 |' in table and '| scratch | 0, 1 |' in table
+    assert 'Warm minus scratch: ' in table and ' the seed-to-seed spread' in table
 
 
 def test_missing_idx_files_name_the_folder(tmp_path):

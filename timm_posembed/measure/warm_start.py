@@ -29,6 +29,7 @@ from safetensors.torch import save_file
 
 from ..models import load_timm_blocks
 from .environment import environment
+from .seed_spread import spread_verdict
 
 __all__ = ['StudyConfig', 'class_split', 'pretrain_timm_vit', 'fine_tune', 'run_study', 'format_markdown', 'main']
 
@@ -191,6 +192,10 @@ def format_markdown(result: Dict[str, Any]) -> str:
             values = [r['top1'] for r in rows]
             lines.append(f"| {start} | {', '.join(str(r['seed']) for r in rows)} | "
                          f"{', '.join(f'{v:.1f}' for v in values)} | {sum(values) / len(values):.1f} |")
+    verdict = spread_verdict([r['top1'] for r in result['rows'] if r['start'] == 'warm'],
+                             [r['top1'] for r in result['rows'] if r['start'] == 'scratch'])
+    if verdict:
+        lines += ['', f'Warm minus scratch: {verdict} the seed-to-seed spread (the sum of the two standard deviations).']
     return '\n'.join(lines)
 
 
