@@ -195,7 +195,8 @@ def format_markdown(result: Dict[str, Any]) -> str:
     verdict = spread_verdict([r['top1'] for r in result['rows'] if r['start'] == 'warm'],
                              [r['top1'] for r in result['rows'] if r['start'] == 'scratch'])
     if verdict:
-        lines += ['', f'Warm minus scratch: {verdict} the seed-to-seed spread (the sum of the two standard deviations).']
+        lines += ['', f'Warm minus scratch: {verdict} the seed-to-seed spread (the sum of the two standard '
+                      'deviations).']
     return '\n'.join(lines)
 
 
