@@ -15,6 +15,7 @@ the other (classes 5-9): a stand-in for ImageNet pretraining, labelled as such i
 import argparse
 import gzip
 import json
+import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -218,7 +219,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     torch.set_num_threads(args.threads)
     cfg = StudyConfig(**{k: v for k, v in vars(args).items() if k in StudyConfig.__dataclass_fields__})
     result = run_study(cfg, args.data_dir, args.seeds)
-    result['environment'] = environment(torch.device('cpu'), {'argv': argv})
+    result['environment'] = environment(torch.device('cpu'), {'argv': sys.argv[1:] if argv is None else argv})
     print(format_markdown(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
