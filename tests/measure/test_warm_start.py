@@ -1,11 +1,13 @@
 """ The warm-start study (timm_posembed/measure/warm_start.py): its splits, that the warm and the scratch run differ
 only in what was taken from timm's ViT, and that its result names the stand-in source for what it is. """
+import dataclasses
 import gzip
 import struct
 
 import pytest
+import timm
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from timm_posembed.measure import warm_start
 from timm_posembed.measure.warm_start import StudyConfig, class_split, fine_tune, format_markdown, pretrain_timm_vit
@@ -59,3 +61,18 @@ def test_study_labels_its_stand_in_source(tmp_path):
 def test_missing_idx_files_name_the_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match=rf'{tmp_path}: no train-images-idx3-ubyte\[\.gz\]'):
         warm_start.read_fashion_mnist(str(tmp_path), True)
+
+
+def test_timms_real_weights_route_takes_the_files_blocks(tmp_path):
+    # --timm-source NAME --timm-file FILE: timm's full-depth ViT-Ti, read by timm's loader (input conv summed to one
+    # channel)
+    torch.manual_seed(0)
+    timm_vit = timm.create_model('vit_tiny_patch16_224')
+    file = tmp_path / 'vit_tiny.safetensors'
+    save_file({k: v.contiguous() for k, v in timm_vit.state_dict().items()}, str(file))
+    cfg = dataclasses.replace(TINY, img_size=32, timm_source='vit_tiny_patch16_224.augreg_in21k_ft_in1k',
+                              timm_file=str(file))
+    images, labels = torch.rand(4, 1, 28, 28), torch.arange(4)
+    warm = fine_tune(True, images, labels, cfg, seed=1, epochs=0).state_dict()
+    assert torch.equal(warm['blocks.11.mlp.fc2.weight'], timm_vit.state_dict()['blocks.11.mlp.fc2.weight'])
+    assert torch.allclose(warm['patch_embed.proj.weight'], timm_vit.patch_embed.proj.weight.sum(1, keepdim=True))
