@@ -98,6 +98,10 @@ def test_tag_with_a_local_file_adapts_img_size_and_in_chans_through_timm(tmp_pat
     _assert_warm_start(model, adapted, init, {'cope.freq', 'cope.phase', 'head.weight', 'head.bias'})
     printed = capsys.readouterr().out
     assert "head.weight: timm's classifier, which timm did not load" in printed
+    # features_only wraps the model; the blocks under the wrapper are timm's all the same
+    features = timm.create_model(f'vit_tiny_cope.{WARM_TAG}', pretrained=True, features_only=True, img_size=64,
+                                 in_chans=1, pretrained_cfg_overlay=dict(file=file))
+    assert torch.equal(features.state_dict()['model.blocks.0.attn.qkv.weight'], adapted.blocks[0].attn.qkv.weight)
     assert model.patch_embed.proj.weight.shape[1] == 1
 
 
@@ -177,3 +181,9 @@ def test_publish_refuses_a_warm_start_tag():
         with pytest.raises(PublishError, match=r'warm starts \(timm\'s blocks, embedding untrained\), not trained'):
             resolve_model_name(*args)
     assert resolve_model_name('vit_tiny_cope')[1] == 'tiny_imagenet'  # the default tag is still the trained one
+
+
+def test_an_unknown_source_name_is_named():
+    model = timm.create_model('vit_tiny_cope', num_classes=5, **SMALL)
+    with pytest.raises(ValueError, match=r"'vit_nonexistent_patch16\.x' is not a timm model name"):
+        load_timm_blocks(model, 'vit_nonexistent_patch16.x')

@@ -134,8 +134,9 @@ def _source(cfg: StudyConfig, pretrained_file: Optional[Path]) -> Tuple[str, Dic
         overlay = dict(file=cfg.timm_file) if cfg.timm_file else {}
         return cfg.timm_source, overlay, dict(img_size=cfg.img_size, in_chans=1)
     assert pretrained_file is not None
-    return TIMM_ARCH, dict(file=str(pretrained_file)), dict(num_classes=len(cfg.pretrain_classes),
-                                                            **cfg.model_kwargs())
+    # the file is one-channel at the study's size: the overlay says so, so timm leaves its input conv as it is
+    overlay = dict(file=str(pretrained_file), input_size=(1, cfg.img_size, cfg.img_size))
+    return TIMM_ARCH, overlay, dict(num_classes=len(cfg.pretrain_classes), **cfg.model_kwargs())
 
 
 def fine_tune(warm: bool, images: torch.Tensor, labels: torch.Tensor, cfg: StudyConfig, seed: int,
