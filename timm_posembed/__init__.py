@@ -17,6 +17,8 @@ def _started_as_console_script() -> bool:
 if not _started_as_console_script():
     from . import layers  # noqa: F401
     from . import models  # noqa: F401
+    # the warm start's entry point, at the root as the issue's users call it: timm_posembed.load_timm_blocks(...)
+    from .models import TimmBlocksResult, load_timm_blocks  # noqa: F401
 
 
 def __getattr__(name: str):
@@ -25,4 +27,7 @@ def __getattr__(name: str):
     if name in ('layers', 'models'):
         import importlib
         return importlib.import_module(f'{__name__}.{name}')
+    if name in ('load_timm_blocks', 'TimmBlocksResult'):
+        import importlib
+        return getattr(importlib.import_module(f'{__name__}.models'), name)
     raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

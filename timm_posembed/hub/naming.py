@@ -8,7 +8,7 @@ from timm.models import get_arch_pretrained_cfgs, get_pretrained_cfg, split_mode
 
 from .checkpoints import PublishError
 from .cards import dataset_from_tag
-from ..models import HF_HUB_ORG, hub_id, model_info
+from ..models import HF_HUB_ORG, hub_id, model_info, timm_blocks_tag_refusal
 
 __all__ = ['resolve_model_name', 'check_default_tag_fits', 'default_repo_id', 'check_repo_id']
 
@@ -29,6 +29,8 @@ def resolve_model_name(model: str, tag: Optional[str] = None) -> Tuple[str, str,
         if default is None or not default.tag:
             raise PublishError(f'{arch} has no registered pretrained tag; pass --tag TAG')
         tag = default.tag
+    if timm_blocks_tag_refusal(f'{arch}.{tag}'):  # a warm start's tag names timm's weights, not trained ones
+        raise PublishError(timm_blocks_tag_refusal(f'{arch}.{tag}'))
     if not re.fullmatch(r'[a-z0-9_]+', tag):
         raise PublishError(f'--tag {tag!r}: a pretrained tag is lower-case letters, digits and "_" (like in100)')
     return arch, tag, tag in registered

@@ -5,7 +5,7 @@ Public metadata for the CLI (list, demo, bench), the Hub cards and the benchmark
 inside a model. Each model module declares its entries next to its entrypoints.
 """
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import torch
 
@@ -29,6 +29,9 @@ class ModelInfo:
     # before baselines, so a family's describer only claims its own layers.
     describe_checkpoint: Optional[CheckpointDescriber] = None
     describe_baseline_checkpoint: Optional[CheckpointDescriber] = None
+    # State-dict prefixes of the embedding this family puts in place of its baseline's: a warm start from timm's
+    # weights (``load_timm_blocks``) leaves them at their initialisation even where a name and shape coincide.
+    new_embedding: Tuple[str, ...] = ()
 
 
 _CATALOG: Dict[str, ModelInfo] = {}

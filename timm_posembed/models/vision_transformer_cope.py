@@ -23,11 +23,12 @@ from timm.models.vision_transformer import VisionTransformer
 from ..layers import (
     CheckedPatchEmbed, ComplexOrderPosEmbed, CopeFuse, CopeMode, CopePositions, CopeResize, resample_cope_tables,
 )
-from ._builder import build_with_helpful_pretrained_errors, unwrap_checkpoint
+from ._builder import unwrap_checkpoint
 from ._catalog import ModelInfo, declare_models
 from ._papers import COPE_VIT_PAPER
 from ._hub import hub_id
 from ._vit_checkpoints import describe_timm_vit_checkpoint, vit_trunk_facts
+from .timm_blocks import build_with_timm_blocks, timm_blocks_cfg, timm_blocks_tag
 
 __all__ = ['VisionTransformerCOPE']
 
@@ -158,7 +159,7 @@ def describe_checkpoint(state_dict: Mapping[str, torch.Tensor]) -> Optional[Dict
 
 def _create_vision_transformer_cope(variant: str, pretrained: bool = False, **kwargs: Any) -> VisionTransformerCOPE:
     out_indices = kwargs.pop('out_indices', 3)
-    return build_with_helpful_pretrained_errors(
+    return build_with_timm_blocks(
         VisionTransformerCOPE,
         variant,
         pretrained,
@@ -191,14 +192,23 @@ def _tiny_imagenet_cfg(model_name: str) -> Dict[str, Any]:
     return _cfg(hf_hub_id=hub_id(model_name, 'tiny_imagenet'), num_classes=200, crop_pct=1.0)
 
 
+def _timm_blocks_cfgs(model_name: str, source: str) -> Dict[str, Dict[str, Any]]:
+    # A warm start, not trained weights: timm's blocks with the COPE tables at their initialisation.
+    return {f'{model_name}.{timm_blocks_tag(source)}': timm_blocks_cfg(source, model_name, _cfg)}
+
+
+# The first tag of each model is its default: the trained weights, then the warm starts.
 default_cfgs = generate_default_cfgs({
     'vit_tiny_cope.tiny_imagenet': _tiny_imagenet_cfg('vit_tiny_cope'),
     'vit_small_cope.tiny_imagenet': _tiny_imagenet_cfg('vit_small_cope'),
     'vit_base_cope.tiny_imagenet': _tiny_imagenet_cfg('vit_base_cope'),
+    **_timm_blocks_cfgs('vit_tiny_cope', 'vit_tiny_patch16_224.augreg_in21k_ft_in1k'),
+    **_timm_blocks_cfgs('vit_small_cope', 'vit_small_patch16_224.augreg_in21k_ft_in1k'),
+    **_timm_blocks_cfgs('vit_base_cope', 'vit_base_patch16_224.augreg_in21k_ft_in1k'),
 })
 
 _FAMILY = dict(paper=COPE_VIT_PAPER, describe_checkpoint=describe_checkpoint,
-               describe_baseline_checkpoint=describe_timm_vit_checkpoint)
+               describe_baseline_checkpoint=describe_timm_vit_checkpoint, new_embedding=('cope',))
 declare_models(
     ModelInfo('vit_tiny_cope', baseline='vit_tiny_patch16_224', **_FAMILY),
     ModelInfo('vit_small_cope', baseline='vit_small_patch16_224', **_FAMILY),

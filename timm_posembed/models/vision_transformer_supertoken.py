@@ -26,11 +26,12 @@ from timm.models import generate_default_cfgs, register_model
 from timm.models.vision_transformer import VisionTransformer
 
 from ..layers import EARLYCONV_CHANNELS, ConvStemEmbed, SuperTokenConvEmbed
-from ._builder import build_with_helpful_pretrained_errors, unwrap_checkpoint
+from ._builder import unwrap_checkpoint
 from ._catalog import ModelInfo, declare_models
 from ._papers import EARLY_CONV_PAPER, SUPER_TOKEN_CONV_PAPER, Paper
 from ._hub import hub_id
 from ._vit_checkpoints import describe_timm_vit_checkpoint, vit_trunk_facts
+from .timm_blocks import build_with_timm_blocks, timm_blocks_cfg, timm_blocks_tag
 
 __all__ = ['VisionTransformerSuperToken', 'VisionTransformerConvStem']
 
@@ -131,7 +132,7 @@ def _create_vision_transformer(
         **kwargs: Any,
 ) -> _ConvEmbedVisionTransformer:
     out_indices = kwargs.pop('out_indices', 3)
-    return build_with_helpful_pretrained_errors(
+    return build_with_timm_blocks(
         model_cls,
         variant,
         pretrained,
@@ -165,13 +166,26 @@ def _in100_cfg(model_name: str, paper: Paper) -> Dict[str, Any]:
     return _cfg(hf_hub_id=hub_id(model_name, 'in100'), num_classes=100, **paper.cfg())
 
 
+def _timm_blocks_cfgs(model_name: str, source: str, paper: Paper) -> Dict[str, Dict[str, Any]]:
+    # A warm start, not trained weights: timm's blocks (and position table) under the stem at its initialisation.
+    make_cfg = partial(_cfg, **paper.cfg())
+    return {f'{model_name}.{timm_blocks_tag(source)}': timm_blocks_cfg(source, model_name, make_cfg)}
+
+
+# The first tag of each model is its default: the trained weights, then the warm starts.
 default_cfgs = generate_default_cfgs({
     'vit_small_supertoken_conv.in100': _in100_cfg('vit_small_supertoken_conv', SUPER_TOKEN_CONV_PAPER),
     'vit_tiny_supertoken_conv.in100': _in100_cfg('vit_tiny_supertoken_conv', SUPER_TOKEN_CONV_PAPER),
     'vit_small_conv_embed.in100': _in100_cfg('vit_small_conv_embed', EARLY_CONV_PAPER),
+    **_timm_blocks_cfgs('vit_small_supertoken_conv', 'vit_small_patch16_224.augreg_in21k_ft_in1k',
+                        SUPER_TOKEN_CONV_PAPER),
+    **_timm_blocks_cfgs('vit_tiny_supertoken_conv', 'vit_tiny_patch16_224.augreg_in21k_ft_in1k',
+                        SUPER_TOKEN_CONV_PAPER),
+    **_timm_blocks_cfgs('vit_small_conv_embed', 'vit_small_patch16_224.augreg_in21k_ft_in1k', EARLY_CONV_PAPER),
 })
 
-_DESCRIBERS = dict(describe_checkpoint=describe_checkpoint, describe_baseline_checkpoint=describe_timm_vit_checkpoint)
+_DESCRIBERS = dict(describe_checkpoint=describe_checkpoint, describe_baseline_checkpoint=describe_timm_vit_checkpoint,
+                   new_embedding=('patch_embed',))
 declare_models(
     ModelInfo('vit_small_supertoken_conv', baseline='vit_small_patch16_224', paper=SUPER_TOKEN_CONV_PAPER,
               **_DESCRIBERS),
