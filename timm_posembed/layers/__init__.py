@@ -8,4 +8,6 @@ from .cope_tables import (
     resample_cope_tables, sinusoid_frequencies,
 )
 from .patch_embed import CheckedPatchEmbed
-from .supertoken import STOKEN_CONV_CHANNELS, STOKEN_CONV_STRIDES, ConvGeluBn, SuperTokenClustering, SuperTokenConvEmbed
+from .supertoken import (
+    STOKEN_CONV_CHANNELS, STOKEN_CONV_STRIDES, ConvGeluBn, StokenBorder, SuperTokenClustering, SuperTokenConvEmbed,
+)

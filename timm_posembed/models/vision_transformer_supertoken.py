@@ -25,7 +25,7 @@ from timm.layers import resample_abs_pos_embed
 from timm.models import generate_default_cfgs, register_model
 from timm.models.vision_transformer import VisionTransformer
 
-from ..layers import EARLYCONV_CHANNELS, ConvStemEmbed, SuperTokenConvEmbed
+from ..layers import EARLYCONV_CHANNELS, ConvStemEmbed, StokenBorder, SuperTokenConvEmbed
 from ._builder import build_with_helpful_pretrained_errors, unwrap_checkpoint
 from ._catalog import ModelInfo, declare_models
 from ._papers import EARLY_CONV_PAPER, SUPER_TOKEN_CONV_PAPER, Paper
@@ -54,6 +54,8 @@ class VisionTransformerSuperToken(_ConvEmbedVisionTransformer):
         stoken_extra_stride2_conv: One more stride-2 conv module (table 7, last row: clustering with 1x1 cells).
         stoken_num_iters: Super-token clustering rounds t (table 8: 1..4; default 3).
         stoken_grad_through_assoc: Back-propagate through the clustering's associations (default False, as STViT).
+        stoken_border: The clustering's neighbour slots outside the grid: ``'zero_pad'`` (default, STViT's code:
+            zero vectors in the softmax) or ``'exclude'`` (left out of it).
     ``patch_size`` is the total reduction (16: a 14x14 grid at 224); the super-token cell size follows from it.
     """
 
@@ -64,6 +66,7 @@ class VisionTransformerSuperToken(_ConvEmbedVisionTransformer):
             stoken_extra_stride2_conv: bool = False,
             stoken_num_iters: int = 3,
             stoken_grad_through_assoc: bool = False,
+            stoken_border: StokenBorder = 'zero_pad',
             **kwargs: Any,
     ) -> None:
         self._check_no_embed_layer(kwargs)
@@ -73,6 +76,7 @@ class VisionTransformerSuperToken(_ConvEmbedVisionTransformer):
             extra_stride2_conv=stoken_extra_stride2_conv,
             num_iters=stoken_num_iters,
             grad_through_assoc=stoken_grad_through_assoc,
+            border=stoken_border,
         )
         super().__init__(*args, embed_layer=embed_layer, **kwargs)
 
