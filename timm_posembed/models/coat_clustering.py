@@ -25,7 +25,7 @@ from timm.models._features import feature_take_indices
 from timm.models import checkpoint
 from timm.models.coat import CoaT, insert_cls, remove_cls
 
-from ..layers import ClusterAttnMode, ClusteredFactorAttnConvRelPosEnc
+from ..layers import ClusterAttnMode, ClusteredFactorAttnConvRelPosEnc, HashOffsetRange, HashQueryScale
 from ._builder import build_with_helpful_pretrained_errors, unwrap_checkpoint
 from ._catalog import ModelInfo, declare_models
 from ._papers import CLUSTERING_COAT_PAPER
@@ -73,6 +73,9 @@ class CoaTClustering(CoaT):
         cluster_singleton: the degenerate clustering, every query its own cluster. With
             ``cluster_attn='factorized'`` the model then computes timm's CoaT-Lite exactly (to float rounding).
         cluster_seed: seed of the hash projections (each block derives its own).
+        cluster_query_scale: ``'none'`` (hash the queries) or ``'head_dim'`` (hash ``q·Ch^-0.5``, ACT's code).
+        cluster_offset_range: ``'bucket'`` (``b ~ U(0, r)``, E2LSH) or ``'unit'`` (``b ~ U(0, 1)``, ACT's code).
+        cluster_redraw: fresh hash projections at every training forward (ACT's code); eval stays seeded.
     """
 
     def __init__(
@@ -85,6 +88,9 @@ class CoaTClustering(CoaT):
             cluster_capacity: Optional[float] = None,
             cluster_singleton: bool = False,
             cluster_seed: int = 0,
+            cluster_query_scale: HashQueryScale = 'none',
+            cluster_offset_range: HashOffsetRange = 'bucket',
+            cluster_redraw: bool = False,
             **kwargs: Any,
     ) -> None:
         if kwargs.get('parallel_depth', 0):
@@ -127,6 +133,9 @@ class CoaTClustering(CoaT):
                     bucket_width=cluster_bucket_width,
                     capacity=cluster_capacity,
                     singleton=cluster_singleton,
+                    query_scale=cluster_query_scale,
+                    offset_range=cluster_offset_range,
+                    redraw=cluster_redraw,
                     # distinct, reproducible hash per block (ACT draws a fresh one at every call)
                     seed=cluster_seed * 1000 + layer_idx,
                 )
