@@ -66,7 +66,8 @@ class CoaTClustering(CoaT):
         cluster_attn: ``'factorized'`` (default; CoaT's attention on prototypes, exactly "each query replaced by
             its cluster mean", pretrained CoaT-Lite weights keep their meaning) or ``'softmax'`` (ACT proper).
         cluster_num_rounds: hash rounds L (default 16).
-        cluster_bucket_width: E2LSH bucket width r (default 8.0, ACT's).
+        cluster_bucket_width: E2LSH bucket width r (default 8.0; ACT's code uses 8 on ``q·Ch^-0.5``, so the same r
+            means other buckets on the raw queries).
         cluster_stages: stage indices (0-3) whose blocks cluster; the others are timm's CoaT-Lite attention.
         cluster_capacity: optional bound on the prototypes per (image, head), as a fraction of the tokens, so the
             prototype attention runs on fewer rows (static shapes); see ``AdaptiveQueryClustering``.

@@ -2,7 +2,8 @@
 
 timm's ``VisionTransformer`` with its patchify convolution replaced by
   * ``SuperTokenConvEmbed`` (the super-token convolutional embedding paper; see its card in MODEL_CARDS.md): six light
-    Conv3x3 -> GELU -> BN modules down to 1/8, parameter-free super-token clustering (STViT's sampling step) down to
+    Conv3x3 -> GELU -> BN modules down to 1/8, parameter-free super-token clustering (STViT's sampling step, with
+    STViT's zero-padded border by default; ``stoken_border='exclude'`` leaves the outside neighbours out) down to
     1/16, Linear to the width;
   * ``ConvStemEmbed`` (EarlyConv): four stride-2 Conv3x3 -> BN -> ReLU stages and a 1x1 conv.
 
