@@ -1,5 +1,8 @@
 """ MODEL_CARDS.md parsing, the generated Hub README, and the measured model stats it states. """
+import ast
 import os
+import re
+from pathlib import Path
 
 import pytest
 import yaml
@@ -155,6 +158,89 @@ def test_every_model_has_a_well_formed_card(arch):
     """MODEL_CARDS.md (the real one) has a card for every registered model, and it parses."""
     card = find_card(load_model_cards(), arch)
     assert card.citations() and card.section('Description').strip()
+
+
+FIDELITY_COLUMNS = ['aspect', "authors' code", 'ours', 'status', 'test', "option for the authors' behaviour"]
+_CITED_TEST = re.compile(r'`(tests/[\w/]+\.py)::(\w+)(?:\[[^\]`]*\])?`')
+_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _test_functions(path: str) -> set:
+    tree = ast.parse((_ROOT / path).read_text())
+    return {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
+
+
+def fidelity_problems(card) -> list:
+    """What is wrong with a card's Fidelity section: a ``#### layer`` subsection per layer whose first table has
+    FIDELITY_COLUMNS; a row's status is 'equal ...' (citing the tests that check it, which must exist) or
+    'differs ...' (with the option that restores the authors' behaviour, or 'none' and why)."""
+    fidelity = dict(card.extra_sections).get('Fidelity')
+    if fidelity is None:
+        return ['no "### Fidelity" section']
+    problems = []
+    layers = re.split(r'^#### ', fidelity, flags=re.M)[1:]
+    if not layers:
+        problems.append('no "#### <layer>" subsection')
+    for layer in layers:
+        name = layer.splitlines()[0]
+        lines = layer.splitlines()
+        first = next((i for i, line in enumerate(lines) if line.startswith('|')), len(lines))
+        table = []  # the subsection's first table (measurements may follow it)
+        for line in lines[first:]:
+            if not line.startswith('|'):
+                break
+            table.append(line)
+        rows = [[c.strip() for c in line.strip().strip('|').split('|')] for line in table]
+        if not rows or rows[0] != FIDELITY_COLUMNS:
+            problems.append(f'{name}: no table with the columns {FIDELITY_COLUMNS}')
+            continue
+        for row in rows[2:]:
+            if len(row) != len(FIDELITY_COLUMNS):
+                problems.append(f'{name}: row {row[0]!r} has {len(row)} cells')
+                continue
+            cells = dict(zip(FIDELITY_COLUMNS, row))
+            cited = _CITED_TEST.findall(cells['test'])
+            if cells['status'].startswith('equal'):
+                if not cited:
+                    problems.append(f'{name}: {row[0]!r} is equal but cites no test')
+            elif cells['status'].startswith('differs'):
+                if not cells["option for the authors' behaviour"]:
+                    problems.append(f'{name}: {row[0]!r} differs but names no option (or none and why)')
+            else:
+                problems.append(f'{name}: {row[0]!r} status must start with "equal" or "differs"')
+            for path, test in cited:
+                if not (_ROOT / path).is_file() or test not in _test_functions(path):
+                    problems.append(f'{name}: {row[0]!r} cites {path}::{test}, which does not exist')
+    return problems
+
+
+CARD_TITLES = sorted({card.title: name for name, card in load_model_cards().items()}.items())
+
+
+@pytest.mark.parametrize('title, arch', CARD_TITLES, ids=[t for t, _ in CARD_TITLES])
+def test_every_card_has_a_fidelity_table_per_layer_citing_existing_tests(title, arch):
+    assert fidelity_problems(find_card(load_model_cards(), arch)) == []
+
+
+def test_fidelity_check_finds_each_problem():
+    cited = '`tests/hub/test_model_cards.py::test_fidelity_check_finds_each_problem`'
+    good = ('### Fidelity\n#### Layer\n| ' + ' | '.join(FIDELITY_COLUMNS) + ' |\n|---|---|---|---|---|---|\n'
+            f'| hash | h | h | equal (exact) | {cited} | — |\n'
+            '| key | k | k2 | differs: faster | | none (no such key there) |\n')
+    assert fidelity_problems(parse_model_cards(card_text(extra=good))['vit_tiny_cope']) == []
+    broken = {
+        'no "### Fidelity" section': '### Notes\nn\n',
+        'no "#### <layer>" subsection': '### Fidelity\ntext only\n',
+        'no table with the columns': good.replace('| status |', '| state |'),
+        'is equal but cites no test': good.replace(cited, ''),
+        'cites tests/hub/test_model_cards.py::test_missing, which does not exist': good.replace(
+            'test_fidelity_check_finds_each_problem`', 'test_missing`'),
+        'differs but names no option': good.replace('none (no such key there)', ''),
+        'status must start with': good.replace('differs: faster', 'close'),
+    }
+    for expected, extra in broken.items():
+        problems = fidelity_problems(parse_model_cards(card_text(extra=extra))['vit_tiny_cope'])
+        assert any(expected in p for p in problems), (expected, problems)
 
 
 @pytest.mark.parametrize('arch', MODEL_NAMES)

@@ -396,3 +396,127 @@ def test_from_timm_copies_settings_and_weights():
         ClusteredFactorAttnConvRelPosEnc.from_timm(timm_attn, rounds=4)
     with pytest.raises(TypeError, match='FactorAttnConvRelPosEnc'):
         ClusteredFactorAttnConvRelPosEnc.from_timm(torch.nn.Linear(2, 2))
+
+
+# --- ACT's hash: the options that reproduce it, and where its key differs ---------------------------------------
+
+def _act_partition(q: torch.Tensor, a: torch.Tensor, b: torch.Tensor, r: float):
+    """ACT's code's clustering of one row of queries ``q`` (N, Ch), written from its description: hash ``q·Ch^-0.5``
+    with ``floor((a_l·x + b_l) / r)`` for every round l (float32, as its code), shift each round's codes so the
+    smallest is 0, pack them as ``Σ_l c_l·4^l`` into a wrapping 64-bit integer (a round's code that reaches 4
+    carries into the next round's bits), and group equal keys. Returns (partition, largest shifted code)."""
+    x = q.float() * q.shape[-1] ** -0.5
+    codes = torch.floor((x @ a.float() + b.float()) / r).long()  # (N, L)
+    codes = codes - codes.min(dim=0).values
+    groups = {}
+    for pos, row in enumerate(codes.tolist()):
+        key = sum(c * 4 ** rnd for rnd, c in enumerate(row)) % 2 ** 64
+        groups.setdefault(key, set()).add(pos)
+    return {frozenset(g) for g in groups.values()}, int(codes.max())
+
+
+def _act_clustering(head_dim: int = 16, **kwargs) -> AdaptiveQueryClustering:
+    return AdaptiveQueryClustering(head_dim, num_rounds=32, bucket_width=8.0, num_prefix_tokens=0,
+                                   query_scale='head_dim', offset_range='unit', **kwargs)
+
+
+def _clustered_queries(seed: int, spread: float, shape=(2, 2, 160, 16)) -> torch.Tensor:
+    """Queries around 12 centres (an image's flat regions), so that clusters of several members occur."""
+    g = torch.Generator().manual_seed(seed)
+    B, H, N, C = shape
+    centres = torch.randn(B, H, 12, C, generator=g) * spread
+    which = torch.randint(0, 12, (B, H, N), generator=g)
+    return centres.gather(2, which.unsqueeze(-1).expand(B, H, N, C)) + 0.01 * torch.randn(shape, generator=g)
+
+
+def test_act_settings_and_the_same_a_b_give_acts_partition():
+    clustering = _act_clustering()
+    # ACT's draws (a ~ N(0, 1), b ~ U(0, 1)) put into the layer's buffers: the same a and b on both sides
+    g = torch.Generator().manual_seed(11)
+    a, b = torch.randn(16, 32, generator=g), torch.rand(32, generator=g)
+    clustering.hash_proj.copy_(a)
+    clustering.hash_offset.copy_(b)
+    q = _clustered_queries(0, spread=3.0)
+    out = clustering(q)
+    sizes = []
+    for i in range(2):
+        for h in range(2):
+            expected, largest_code = _act_partition(q[i, h], a, b, 8.0)
+            assert largest_code <= 3, 'test needs rounds whose codes fit ACT\'s 2 bits (no carries)'
+            assert _partition(out.index[i, h]) == expected
+            sizes.append(len(expected))
+    assert 12 <= min(sizes) and max(sizes) < 100, sizes  # several clusters, and clusters with several members
+
+
+def test_where_act_codes_carry_our_partition_refines_acts():
+    # Rounds 0 and 1 read query channels 0 and 1 (the other rounds see nothing): query A has codes (4, 0), query B
+    # (0, 1), the zero query (0, 0). ACT's packing gives A and B the same key 4·1 + 0·4 = 0 + 1·4, merging two
+    # queries far apart; our key keeps every distinct code vector apart.
+    clustering = _act_clustering()
+    with torch.no_grad():
+        clustering.hash_proj.zero_()
+        clustering.hash_proj[0, 0] = clustering.hash_proj[1, 1] = 1.0
+        clustering.hash_offset.fill_(0.5)
+    q = torch.zeros(1, 1, 3, 16)
+    q[0, 0, 0, 0] = 4 * 8.0 * 4 + 1  # x = q·16^-0.5: code floor((32.25 + 0.5) / 8) = 4
+    q[0, 0, 1, 1] = 8.0 * 4 + 1  # code floor((8.25 + 0.5) / 8) = 1
+    act, largest_code = _act_partition(q[0, 0], clustering.hash_proj, clustering.hash_offset, 8.0)
+    assert largest_code == 4 and act == {frozenset({0, 1}), frozenset({2})}
+    assert _partition(clustering(q).index[0, 0]) == {frozenset({0}), frozenset({1}), frozenset({2})}
+    # on queries whose rounds span more than 4 buckets, ours is always a refinement of ACT's
+    q = _clustered_queries(1, spread=60.0)
+    out = clustering(q)
+    for i in range(2):
+        for h in range(2):
+            act, largest_code = _act_partition(q[i, h], clustering.hash_proj, clustering.hash_offset, 8.0)
+            assert largest_code >= 4
+            assert all(any(c <= a for a in act) for c in _partition(out.index[i, h]))
+
+
+def test_query_scale_and_offset_range_define_the_hash():
+    q = _queries(12, shape=(1, 2, 65, 16), scale=6.0)
+    for query_scale, scale in (('none', 1.0), ('head_dim', 16 ** -0.5)):
+        for offset_range, high in (('bucket', 4.0), ('unit', 1.0)):
+            clustering = AdaptiveQueryClustering(16, num_rounds=8, bucket_width=4.0, num_prefix_tokens=0, seed=2,
+                                                 query_scale=query_scale, offset_range=offset_range)
+            b = clustering.hash_offset
+            assert (b >= 0).all() and (b < high).all() and (b.max() > high / 2)
+            codes = torch.floor((q.double() * scale @ clustering.hash_proj.double() + b.double()) / 4.0)
+            out = clustering(q)
+            for h in range(2):
+                expected = {}
+                for pos, code in enumerate(codes[0, h].tolist()):
+                    expected.setdefault(tuple(code), set()).add(pos)
+                assert _partition(out.index[0, h]) == {frozenset(v) for v in expected.values()}
+    # the two offset ranges are the same draws, scaled: 'bucket' keeps the partitions of earlier releases
+    unit = AdaptiveQueryClustering(16, num_rounds=8, bucket_width=4.0, offset_range='unit', seed=2)
+    bucket = AdaptiveQueryClustering(16, num_rounds=8, bucket_width=4.0, seed=2)
+    torch.testing.assert_close(unit.hash_offset * 4.0, bucket.hash_offset)
+
+
+def test_redraw_draws_fresh_hashes_in_training_only():
+    q = _clustered_queries(3, spread=3.0)
+    fixed = _act_clustering()
+    redraw = _act_clustering(redraw=True)
+    buffers = redraw.hash_proj.clone(), redraw.hash_offset.clone()
+    redraw.train()
+    torch.manual_seed(0)
+    first = redraw(q).index
+    second = redraw(q).index
+    assert not torch.equal(first, second)  # a new hash at every training forward, as ACT's code
+    torch.manual_seed(0)
+    assert torch.equal(redraw(q).index, first)  # drawn from the global RNG: seeding reproduces a run
+    assert torch.equal(redraw.hash_proj, buffers[0]) and torch.equal(redraw.hash_offset, buffers[1])
+    # evaluation: the seeded hash, the same as without redraw, every time
+    redraw.eval()
+    assert torch.equal(redraw(q).index, fixed.eval()(q).index) and torch.equal(redraw(q).index, fixed(q).index)
+    # and a scripted module keeps the behaviour
+    scripted = torch.jit.script(_act_clustering(redraw=True).train())
+    assert not torch.equal(scripted(q).index, scripted(q).index)
+
+
+def test_hash_options_are_checked():
+    with pytest.raises(ValueError, match=r"query_scale must be one of \('none', 'head_dim'\).*got 'sqrt'"):
+        AdaptiveQueryClustering(8, query_scale='sqrt')
+    with pytest.raises(ValueError, match=r"offset_range must be one of \('bucket', 'unit'\).*got 'r'"):
+        AdaptiveQueryClustering(8, offset_range='r')

@@ -44,6 +44,7 @@ def test_supertoken_embed_matches_table_5():
     assert chans == [16, 32, 32, 64, 64, 64] and strides == [2, 1, 2, 1, 2, 1]
     assert [type(m) for m in embed.stem[0].children()] == [nn.Conv2d, nn.GELU, nn.BatchNorm2d]
     assert (embed.cluster.stoken_size, embed.cluster.num_iters, embed.cluster.grad_through_assoc) == (2, 3, False)
+    assert embed.cluster.border == 'zero_pad'  # STViT's code, which the super-token paper builds on
     # count from the layer table: biased 3x3 convs, BN weight+bias, Linear 64 -> 384
     ins = [3] + chans[:-1]
     expected = sum(_conv_params(i, o, 3, True) + 2 * o for i, o in zip(ins, chans)) + 64 * 384 + 384
@@ -111,12 +112,13 @@ def test_model_ablations_reachable_with_model_kwargs():
     parser = argparse.ArgumentParser()
     parser.add_argument('--model-kwargs', nargs='*', default={}, action=ParseKwargs)
     args = parser.parse_args(['--model-kwargs', 'stoken_num_conv_modules=4', 'stoken_num_iters=1',
-                              'stoken_grad_through_assoc=True'])
+                              'stoken_grad_through_assoc=True', 'stoken_border=exclude'])
     model = timm.create_model('vit_tiny_supertoken_conv', **args.model_kwargs)
     assert isinstance(model.patch_embed, SuperTokenConvEmbed)
     assert len(model.patch_embed.stem) == 4
     cluster = model.patch_embed.cluster
-    assert (cluster.stoken_size, cluster.num_iters, cluster.grad_through_assoc) == (4, 1, True)
+    settings = (cluster.stoken_size, cluster.num_iters, cluster.grad_through_assoc, cluster.border)
+    assert settings == (4, 1, True, 'exclude')
 
     args = parser.parse_args(['--model-kwargs', 'stem_channels=96,192,384,384', 'stem_final_kernel_size=3'])
     model = timm.create_model('vit_small_conv_embed', **args.model_kwargs)

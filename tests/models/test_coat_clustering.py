@@ -184,6 +184,33 @@ def test_stage_selection_and_model_kwargs_from_the_command_line():
         timm.create_model('coat_lite_clustering_tiny', cluster_stages=(4,))
 
 
+def test_acts_hash_settings_reach_every_block_from_the_command_line():
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--model-kwargs', nargs='*', default={}, action=ParseKwargs)
+    args = parser.parse_args(['--model-kwargs', 'cluster_query_scale=head_dim', 'cluster_offset_range=unit',
+                              'cluster_redraw=True', 'cluster_num_rounds=32'])
+    model = timm.create_model('coat_lite_clustering_tiny', img_size=IMG, **args.model_kwargs)
+    clusterings = [a.clustering for attns in model.clustered_attentions().values() for a in attns]
+    assert len(clusterings) == 8
+    for c in clusterings:
+        assert (c.query_scale, c.offset_range, c.redraw, c.num_rounds) == ('head_dim', 'unit', True, 32)
+        assert c.hash_scale == c.head_dim ** -0.5 and (c.hash_offset < 1.0).all()
+    # training redraws the hash (a new partition for the same image), evaluation does not
+    x = _image(9)
+    model.train()
+    with torch.no_grad():
+        model(x)
+        first = model.cluster_counts()
+        model(x)
+        second = model.cluster_counts()
+        assert any(not torch.equal(first[s], second[s]) for s in first)
+        model.eval()
+        model(x)
+        first = model.cluster_counts()
+        model(x)
+        assert all(torch.equal(first[s], c) for s, c in model.cluster_counts().items())
+
+
 def test_bad_input_and_arguments_are_explained():
     model, _ = _pair()
     with pytest.raises(ValueError, match='input channels'):

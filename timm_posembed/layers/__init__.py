@@ -1,5 +1,7 @@
 """Reusable layers, each usable on its own with any timm model."""
-from .adaptive_clustering import AdaptiveQueryClustering, QueryClusters, broadcast_to_members
+from .adaptive_clustering import (
+    AdaptiveQueryClustering, HashOffsetRange, HashQueryScale, QueryClusters, broadcast_to_members,
+)
 from .clustered_attention import ClusterAttnMode, ClusteredFactorAttnConvRelPosEnc
 from .conv_stem import EARLYCONV_CHANNELS, STOKEN_PAPER_CONV_STEM_CHANNELS, ConvBnReLU, ConvStemEmbed
 from .cope import ComplexOrderPosEmbed
@@ -8,4 +10,6 @@ from .cope_tables import (
     resample_cope_tables, sinusoid_frequencies,
 )
 from .patch_embed import CheckedPatchEmbed
-from .supertoken import STOKEN_CONV_CHANNELS, STOKEN_CONV_STRIDES, ConvGeluBn, SuperTokenClustering, SuperTokenConvEmbed
+from .supertoken import (
+    STOKEN_CONV_CHANNELS, STOKEN_CONV_STRIDES, ConvGeluBn, StokenBorder, SuperTokenClustering, SuperTokenConvEmbed,
+)

@@ -18,10 +18,18 @@ Pure PyTorch with static shapes, so it runs on the meta device and traces with t
 
 The hash projections ``a`` and offsets ``b`` are fixed, seeded, non-persistent buffers (float32): evaluation is
 deterministic, checkpoints carry no hashing state, and ``init_non_persistent_buffers`` rebuilds them after
-``to_empty``. (ACT draws fresh projections at every call.)
+``to_empty``. ACT's code draws fresh ones at every call; ``redraw=True`` does so in training only.
+
+Where ACT's code (``AdaClusteringAttention._compute_hashes`` in gaopengcuhk/SMCA-DETR) differs, and the options that
+give its hash: it hashes the attention-scaled queries ``q·Ch^-0.5`` (``query_scale='head_dim'``), draws
+``b ~ U(0, 1)`` rather than E2LSH's ``U(0, r)`` (``offset_range='unit'``), uses r = 8 and 32 rounds
+(``num_rounds=32``; its ``q_hashes`` argument does not reach the hash), and packs each round's code, shifted to
+start at 0, into 2 bits of one int64 (``Σ_l c_l·4^l``), so rounds whose codes span more than 4 values carry into
+the next round's bits and can merge distinct code vectors. This key keeps them apart: its partition always refines
+ACT's, and equals it when no round spans more than 4 values.
 """
 import math
-from typing import NamedTuple, Optional
+from typing import Literal, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -29,7 +37,14 @@ from timm.layers import register_notrace_function, register_notrace_module
 
 from .._checks import check_int
 
-__all__ = ['AdaptiveQueryClustering', 'QueryClusters', 'broadcast_to_members']
+__all__ = ['AdaptiveQueryClustering', 'QueryClusters', 'broadcast_to_members', 'HashQueryScale', 'HashOffsetRange']
+
+# What the hash sees: the raw queries, or the queries times the attention's Ch^-0.5 (ACT's code).
+HashQueryScale = Literal['none', 'head_dim']
+# Range of the E2LSH offsets b: U(0, r) (E2LSH's definition) or U(0, 1) (ACT's code).
+HashOffsetRange = Literal['bucket', 'unit']
+_QUERY_SCALES = ('none', 'head_dim')
+_OFFSET_RANGES = ('bucket', 'unit')
 
 # The largest prime below 2^29. The key weights are integers in [1, p); two independent weight vectors give two
 # residues modulo p, packed into one int64 key below p^2 < 2^58.
@@ -98,7 +113,13 @@ class AdaptiveQueryClustering(nn.Module):
     prototypes is computed for fewer rows than queries, with static shapes. When the hash finds more clusters,
     the most populated ones keep their slots (ties: lower cluster id) and each query of a dropped cluster joins
     the kept prototype nearest to it (Euclidean, costs ``N * slots * Ch`` multiply-adds); prototypes are then the
-    means of their final members. Without ``capacity`` the clusters are exactly ACT's.
+    means of their final members. Without ``capacity`` every query's cluster is the set of queries with its L codes
+    (ACT's clustering; see the module docstring for how ACT's code combines the codes).
+
+    The hash: ``query_scale`` (``'none'``: the raw queries; ``'head_dim'``: ``q·Ch^-0.5``, as ACT's code),
+    ``offset_range`` (``'bucket'``: ``b ~ U(0, r)``, E2LSH's definition; ``'unit'``: ``b ~ U(0, 1)``, ACT's code)
+    and ``redraw`` (``True``: fresh ``a``, ``b`` from the global RNG at every training forward, as ACT's code at
+    every call; evaluation always uses the seeded buffers, so it stays deterministic).
 
     ``singleton=True`` is the degenerate clustering, every query its own cluster (prototypes = queries), through
     the same scatter and broadcast path: for equivalence checks against the unclustered attention and for ablations.
@@ -114,19 +135,27 @@ class AdaptiveQueryClustering(nn.Module):
             capacity: Optional[float] = None,
             singleton: bool = False,
             seed: int = 0,
+            query_scale: HashQueryScale = 'none',
+            offset_range: HashOffsetRange = 'bucket',
+            redraw: bool = False,
             device=None,
             dtype=None,
     ) -> None:
         """
         Args:
             head_dim: Channels per head Ch of the queries.
-            num_rounds: Hash rounds L (ACT recommends 16-32 for DETR; each costs N·Ch multiply-adds per head).
-            bucket_width: E2LSH bucket width r, in the units of the queries (ACT's code uses 8). Larger: fewer,
-                bigger clusters.
+            num_rounds: Hash rounds L (ACT recommends 16-32 for DETR; its code uses 32; each costs N·Ch
+                multiply-adds per head).
+            bucket_width: E2LSH bucket width r, in the units of what is hashed (the queries, times Ch^-0.5 with
+                ``query_scale='head_dim'``). ACT's code uses r = 8 on ``q·Ch^-0.5``. Larger: fewer, bigger
+                clusters.
             num_prefix_tokens: Leading tokens (class token) that are never merged with others.
             capacity: Optional bound on the prototype slots as a fraction of the tokens, in (0, 1].
             singleton: Every query its own cluster (degenerate clustering).
             seed: Seed of the hash projections and offsets.
+            query_scale: ``'none'`` (hash q) or ``'head_dim'`` (hash ``q·Ch^-0.5``, ACT's code).
+            offset_range: ``'bucket'`` (``b ~ U(0, r)``) or ``'unit'`` (``b ~ U(0, 1)``, ACT's code).
+            redraw: Draw fresh projections and offsets at every training forward (ACT's code); eval is seeded.
             device: Device of the hash buffers.
             dtype: Accepted for the timm factory convention; the hash buffers are always float32, since they
                 define the hash function and are not model weights.
@@ -139,6 +168,12 @@ class AdaptiveQueryClustering(nn.Module):
         check_int('AdaptiveQueryClustering', 'num_prefix_tokens', num_prefix_tokens, minimum=0)
         if capacity is not None and not 0.0 < capacity <= 1.0:
             raise ValueError(f'AdaptiveQueryClustering: capacity must be in (0, 1] or None, got {capacity}')
+        if query_scale not in _QUERY_SCALES:
+            raise ValueError(f"AdaptiveQueryClustering: query_scale must be one of {_QUERY_SCALES} ('head_dim': hash "
+                             f"q·head_dim^-0.5 as ACT's code), got {query_scale!r}")
+        if offset_range not in _OFFSET_RANGES:
+            raise ValueError(f"AdaptiveQueryClustering: offset_range must be one of {_OFFSET_RANGES} ('bucket': "
+                             f"b ~ U(0, bucket_width); 'unit': b ~ U(0, 1) as ACT's code), got {offset_range!r}")
         self.head_dim = int(head_dim)
         self.num_rounds = int(num_rounds)
         self.bucket_width = float(bucket_width)
@@ -146,6 +181,12 @@ class AdaptiveQueryClustering(nn.Module):
         self.capacity = capacity
         self.singleton = singleton
         self.seed = seed
+        self.query_scale = str(query_scale)
+        self.offset_range = str(offset_range)
+        self.redraw = bool(redraw)
+        # multiplies the queries inside the hash only (the prototypes are means of the unscaled queries)
+        self.hash_scale = float(head_dim ** -0.5) if query_scale == 'head_dim' else 1.0
+        self.offset_high = self.bucket_width if offset_range == 'bucket' else 1.0
         # Codes are clamped to +-code_bound so that the weighted sums of the key stay exact in float64.
         self.code_bound = float(min(2 ** 20, _EXACT_FLOAT64 // (num_rounds * _PRIME)))
         self.prime = _PRIME  # an attribute, not a global: TorchScript reads no global constants
@@ -158,7 +199,8 @@ class AdaptiveQueryClustering(nn.Module):
         self.init_non_persistent_buffers()
 
     def init_non_persistent_buffers(self) -> None:
-        """(Re)build the hash projections ``a ~ N(0, I)``, offsets ``b ~ U(0, r)`` and key weights from the seed."""
+        """(Re)build the hash projections ``a ~ N(0, I)``, offsets ``b ~ U(0, r)`` (or ``U(0, 1)``, see
+        ``offset_range``) and key weights from the seed."""
         if self.hash_proj.is_meta:
             return
         # Drawn on the CPU with their own generator: the same hash on every device, independent of global RNG.
@@ -167,7 +209,7 @@ class AdaptiveQueryClustering(nn.Module):
         # key came from two draws here.
         torch.randint(1, _LEGACY_DRAW_HIGH, (2,), generator=gen, device='cpu')
         proj = torch.randn(self.head_dim, self.num_rounds, generator=gen, device='cpu', dtype=torch.float32)
-        offset = torch.rand(self.num_rounds, generator=gen, device='cpu', dtype=torch.float32) * self.bucket_width
+        offset = torch.rand(self.num_rounds, generator=gen, device='cpu', dtype=torch.float32) * self.offset_high
         weights = torch.randint(1, self.prime, (self.num_rounds, 2), generator=gen, device='cpu')
         with torch.no_grad():
             self.hash_proj.copy_(proj)
@@ -207,6 +249,15 @@ class AdaptiveQueryClustering(nn.Module):
             total += (num_tokens - P) * (num_slots - P) * self.head_dim
         return total
 
+    def hash_params(self, device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The projections ``a`` ``(Ch, L)`` and offsets ``b`` ``(L,)`` the next hash uses: the seeded buffers, or in
+        training with ``redraw`` fresh draws from the global RNG (ACT's code draws them at every call)."""
+        if self.redraw and self.training:
+            proj = torch.randn(self.head_dim, self.num_rounds, device=device, dtype=torch.float32)
+            offset = torch.rand(self.num_rounds, device=device, dtype=torch.float32) * self.offset_high
+            return proj, offset
+        return self.hash_proj.float(), self.hash_offset.float()
+
     def hash_keys(self, q: torch.Tensor) -> torch.Tensor:
         """One int64 key per query ``(B, heads, M, Ch) -> (B, heads, M)``, equal iff all L E2LSH codes are equal
         (up to a collision probability of 1/p^2 < 4e-18 per pair of distinct code vectors)."""
@@ -214,15 +265,16 @@ class AdaptiveQueryClustering(nn.Module):
         # passes over (B, heads, L, M) floats, the largest tensor of the clustering. Tokens along the last axis:
         # for the token-last queries that forward passes (a transposed view), both GEMMs read and write
         # contiguous rows, about 1.7x faster on CPU than the token-major layout.
-        # (a·q + b) / r is computed as (a/r)·q + b/r: exactly the same when r is a power of two (the default 8;
-        # scaling by 2^k is exact in floating point), else up to float32 rounding at bucket edges.
+        # (a·sq + b) / r is computed as (s·a/r)·q + b/r: exactly the same when s/r is a power of two (the default
+        # s = 1, r = 8; scaling by 2^k is exact in floating point), else up to float32 rounding at bucket edges.
         r = self.bucket_width
+        proj, offset = self.hash_params(q.device)
         q_t = q.detach().float().transpose(-1, -2)  # (B, heads, Ch, M)
         # (.float(): under autocast the matmul returns float16/bfloat16, whose range cannot hold the clamp bound.)
-        codes = torch.matmul(self.hash_proj.float().t() / r, q_t).float()  # (B, heads, L, M)
+        codes = torch.matmul(proj.t() * (self.hash_scale / r), q_t).float()  # (B, heads, L, M)
         # float32 holds these integers exactly (|code| <= code_bound <= 2^20); beyond it codes merge, far outside
         # any realistic |a·q| / r.
-        codes = codes.add_(self.hash_offset.float().unsqueeze(-1) / r).floor_()
+        codes = codes.add_(offset.unsqueeze(-1) / r).floor_()
         codes = codes.clamp_(-self.code_bound, self.code_bound)
         # Two integer combinations Σ_l w_l c_l of the codes, exact in float64 (see code_bound), in one matmul
         # instead of L int64 passes per hash. For distinct code vectors c != c' (|c_l - c'_l| < p) and weights
@@ -314,6 +366,8 @@ class AdaptiveQueryClustering(nn.Module):
              f'num_prefix_tokens={self.num_prefix_tokens}, seed={self.seed}')
         if self.capacity is not None:
             s += f', capacity={self.capacity}'
+        if self.query_scale != 'none' or self.offset_range != 'bucket' or self.redraw:
+            s += f', query_scale={self.query_scale}, offset_range={self.offset_range}, redraw={self.redraw}'
         if self.singleton:
             s += ', singleton=True'
         return s

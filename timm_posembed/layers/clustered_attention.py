@@ -21,7 +21,7 @@ from timm.layers import register_notrace_function, use_fused_attn
 from timm.models import coat as timm_coat  # through the public timm.models package, as a plugin should
 
 from .._checks import check_int
-from .adaptive_clustering import AdaptiveQueryClustering, broadcast_to_members
+from .adaptive_clustering import AdaptiveQueryClustering, HashOffsetRange, HashQueryScale, broadcast_to_members
 
 __all__ = ['ClusteredFactorAttnConvRelPosEnc', 'ClusterAttnMode']
 
@@ -68,6 +68,9 @@ class ClusteredFactorAttnConvRelPosEnc(timm_coat.FactorAttnConvRelPosEnc):
             capacity: Optional[float] = None,
             singleton: bool = False,
             seed: int = 0,
+            query_scale: HashQueryScale = 'none',
+            offset_range: HashOffsetRange = 'bucket',
+            redraw: bool = False,
             device=None,
             dtype=None,
     ) -> None:
@@ -76,7 +79,8 @@ class ClusteredFactorAttnConvRelPosEnc(timm_coat.FactorAttnConvRelPosEnc):
             dim, num_heads, qkv_bias, attn_drop, proj_drop, shared_crpe: as timm's ``FactorAttnConvRelPosEnc``
                 (``attn_drop`` applies to the attention map of ``attn='softmax'``; CoaT never uses it).
             attn: ``'factorized'`` (CoaT's attention on prototypes) or ``'softmax'`` (ACT).
-            num_rounds, bucket_width, capacity, singleton, seed: see ``AdaptiveQueryClustering``.
+            num_rounds, bucket_width, capacity, singleton, seed, query_scale, offset_range, redraw: see
+                ``AdaptiveQueryClustering``.
             device: Parameter device.
             dtype: Parameter dtype.
         """
@@ -112,6 +116,9 @@ class ClusteredFactorAttnConvRelPosEnc(timm_coat.FactorAttnConvRelPosEnc):
             capacity=capacity,
             singleton=singleton,
             seed=seed,
+            query_scale=query_scale,
+            offset_range=offset_range,
+            redraw=redraw,
             device=device,
             dtype=dtype,
         )
@@ -123,12 +130,14 @@ class ClusteredFactorAttnConvRelPosEnc(timm_coat.FactorAttnConvRelPosEnc):
         """The clustered twin of timm's ``timm_attn``: same settings, sharing its CRPE module, with the parameters
         of ``timm_attn`` copied (strict: the two classes have the same state dict keys).
 
-        ``cluster_kwargs``: ``attn``, ``num_rounds``, ``bucket_width``, ``capacity``, ``singleton``, ``seed``.
+        ``cluster_kwargs``: ``attn``, ``num_rounds``, ``bucket_width``, ``capacity``, ``singleton``, ``seed``,
+        ``query_scale``, ``offset_range``, ``redraw``.
         """
         if not isinstance(timm_attn, timm_coat.FactorAttnConvRelPosEnc):
             raise TypeError(f'ClusteredFactorAttnConvRelPosEnc.from_timm: timm_attn must be timm\'s '
                             f'FactorAttnConvRelPosEnc, got {type(timm_attn).__name__}')
-        allowed = {'attn', 'num_rounds', 'bucket_width', 'capacity', 'singleton', 'seed'}
+        allowed = {'attn', 'num_rounds', 'bucket_width', 'capacity', 'singleton', 'seed', 'query_scale', 'offset_range',
+                   'redraw'}
         unknown = sorted(set(cluster_kwargs) - allowed)
         if unknown:
             raise TypeError(f'ClusteredFactorAttnConvRelPosEnc.from_timm: unknown clustering arguments {unknown}; '

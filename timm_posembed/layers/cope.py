@@ -54,8 +54,11 @@ class ComplexOrderPosEmbed(nn.Module):
     """ Complex Order Position Embedding for a fixed-length token sequence.
 
     Modes (every mode, fuse and positions has the same two ``(1, num_tokens, dim)`` learnable tables):
-      * ``'multiplicative'`` (default, Wang et al.): learnable frequency ``freq`` (Ω) and phase ``phase`` (Θ);
-        the tokens are the amplitude. ``fuse='sum'``: ``x·cos φ + x·sin φ``; ``fuse='real'``: ``x·cos φ``.
+      * ``'multiplicative'`` (default; Wang et al.'s formula ``φ = p·Ω + Θ``): learnable frequency ``freq`` (Ω)
+        and phase ``phase`` (Θ), one row per token position; the tokens are the amplitude. (Wang et al.'s code
+        keeps one frequency row per word, looked up by the word's vocabulary index, and has no phase term; an
+        image has no vocabulary, and Θ, initialised to 0, is the formula's.) ``fuse='sum'``: ``x·cos φ + x·sin φ``;
+        ``fuse='real'``: ``x·cos φ``.
       * ``'additive'`` (ablation): fixed sinusoid frequencies, learnable amplitude ``amplitude`` (R) and phase
         ``phase`` (Θ); ``x + R·(cos φ + sin φ)`` (``fuse='sum'``) or ``x + R·cos φ`` (``fuse='real'``).
 

@@ -11,7 +11,7 @@ convolutional stem: ``SuperTokenConvEmbed`` (its table 5), a drop-in ``embed_lay
 ``VisionTransformer``.
 """
 import math
-from typing import Callable, Optional, Sequence, Tuple, Union
+from typing import Callable, Literal, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -21,7 +21,14 @@ from timm.layers import register_notrace_function
 from .._checks import check_int
 from ._token_embed import TokenEmbedBase
 
-__all__ = ['SuperTokenClustering', 'SuperTokenConvEmbed', 'ConvGeluBn', 'STOKEN_CONV_CHANNELS', 'STOKEN_CONV_STRIDES']
+__all__ = [
+    'SuperTokenClustering', 'SuperTokenConvEmbed', 'ConvGeluBn', 'StokenBorder', 'STOKEN_CONV_CHANNELS',
+    'STOKEN_CONV_STRIDES',
+]
+
+# How the neighbour slots outside the grid enter a border pixel's association softmax.
+StokenBorder = Literal['zero_pad', 'exclude']
+_BORDERS: Tuple[str, ...] = ('zero_pad', 'exclude')
 
 # The paper's table 5: six Conv3x3 -> GELU -> BN modules.
 STOKEN_CONV_CHANNELS: Tuple[int, ...] = (16, 32, 32, 64, 64, 64)
@@ -101,10 +108,18 @@ class SuperTokenClustering(nn.Module):
     """ Parameter-free super-token clustering of a feature map, ``(B, C, H, W) -> (B, C, H/s, W/s)``.
 
     ``S⁰`` is the ``s×s`` average pool of ``X``. Each of ``num_iters`` rounds gives every pixel token ``x_i`` a
-    softmax over the (up to) 9 super tokens of its own cell and the neighbouring cells of ``x_i·S_jᵀ/√C`` (cells
-    outside the grid are left out of the softmax, not zero-padded), then sets each super token to
-    ``S_j = Σ_i A_ij x_i / (Σ_i A_ij + eps)`` over the pixels that have it among their candidates.
+    softmax over the 9 super tokens of its own cell and the neighbouring cells of ``x_i·S_jᵀ/√C``, then sets each
+    super token to ``S_j = Σ_i A_ij x_i / (Σ_i A_ij + eps)`` over the pixels that have it among their candidates.
     ``num_iters=0`` is the average pool.
+
+    ``border`` says what a pixel of a border cell does with its neighbour slots outside the grid:
+      * ``'zero_pad'`` (default): they are zero vectors, as in STViT's code (its neighbour gathering is a
+        zero-padded 3x3 unfold): each takes a softmax weight ``exp(0)/Z`` and gives nothing to any super token,
+        so a border pixel's weights on real super tokens sum to less than 1 (the normaliser ``Σ_i A_ij`` sums
+        only those). The super-token convolutional embedding paper builds on STViT's code.
+      * ``'exclude'``: they are left out of the softmax (logit -inf), so every pixel's weights on real super
+        tokens sum to 1. The border cells' super tokens differ from ``'zero_pad'``'s, and from t=2 on the
+        difference spreads inward (MODEL_CARDS.md's super-token card has the measured size).
 
     With ``grad_through_assoc=False`` (default, as STViT) every association is computed from a detached copy of
     ``X``: the gradient reaches ``X`` only through the final weighted mean (normaliser detached too).
@@ -119,6 +134,7 @@ class SuperTokenClustering(nn.Module):
             num_iters: int = 3,
             grad_through_assoc: bool = False,
             eps: float = 1e-12,
+            border: StokenBorder = 'zero_pad',
     ) -> None:
         """
         Args:
@@ -127,6 +143,8 @@ class SuperTokenClustering(nn.Module):
                 pool.
             grad_through_assoc: Back-propagate through the associations and every round (STViT does not).
             eps: Added to each super token's total association before dividing.
+            border: ``'zero_pad'`` (STViT's code) or ``'exclude'``: the neighbour slots outside the grid as zero
+                vectors in the softmax, or left out of it (see the class docstring).
         """
         super().__init__()
         check_int('SuperTokenClustering', 'stoken_size', stoken_size, minimum=1)
@@ -137,6 +155,11 @@ class SuperTokenClustering(nn.Module):
         self.num_iters = int(num_iters)
         self.grad_through_assoc = bool(grad_through_assoc)
         self.eps = float(eps)
+        if border not in _BORDERS:
+            raise ValueError(f"SuperTokenClustering: border must be one of {_BORDERS} ('zero_pad': STViT's "
+                             f"zero-padded neighbours; 'exclude': outside neighbours left out), got {border!r}")
+        self.border = str(border)
+        self.exclude_border = border == 'exclude'
 
     def _associations(self, pixels: torch.Tensor, stokens: torch.Tensor, invalid: torch.Tensor) -> torch.Tensor:
         """Softmax over the 9 candidate super tokens, ``(B, h, w, s², 9)``.
@@ -145,9 +168,11 @@ class SuperTokenClustering(nn.Module):
         ``(1, h, w, 1, 9)``, True for the neighbour slots outside the grid.
         """
         C = stokens.shape[-1]
-        candidates = _neighbours(stokens)  # (B, h, w, 9, C)
+        candidates = _neighbours(stokens)  # (B, h, w, 9, C), zero vectors outside the grid
+        # zero_pad: an outside slot's logit is x·0 = 0 already, and _sum_from_neighbours drops its weight.
         logits = torch.matmul(pixels, candidates.transpose(-1, -2)) * (C ** -0.5)
-        logits = logits.masked_fill(invalid, float('-inf'))
+        if self.exclude_border:
+            logits = logits.masked_fill(invalid, float('-inf'))
         return logits.softmax(dim=-1)
 
     def _weighted_mean(self, pixels: torch.Tensor, assoc: torch.Tensor, detach_norm: bool) -> torch.Tensor:
@@ -184,7 +209,7 @@ class SuperTokenClustering(nn.Module):
 
     def extra_repr(self) -> str:
         return (f'stoken_size={self.stoken_size}, num_iters={self.num_iters}, '
-                f'grad_through_assoc={self.grad_through_assoc}')
+                f'grad_through_assoc={self.grad_through_assoc}, border={self.border}')
 
 
 class ConvGeluBn(nn.Module):
@@ -227,6 +252,7 @@ class SuperTokenConvEmbed(TokenEmbedBase):
             extra_stride2_conv: bool = False,
             num_iters: int = 3,
             grad_through_assoc: bool = False,
+            border: StokenBorder = 'zero_pad',
             conv_channels: Sequence[int] = STOKEN_CONV_CHANNELS,
             conv_strides: Sequence[int] = STOKEN_CONV_STRIDES,
             norm_layer: Optional[Callable] = None,
@@ -248,6 +274,8 @@ class SuperTokenConvEmbed(TokenEmbedBase):
             extra_stride2_conv: Append one stride-2 module keeping the last width (seed table 7, last row).
             num_iters: Clustering rounds t (the paper's table 8; 3 in its model).
             grad_through_assoc: Back-propagate through the clustering's associations (STViT: no).
+            border: The clustering's border handling, ``'zero_pad'`` (STViT's code) or ``'exclude'``; see
+                ``SuperTokenClustering``.
             conv_channels: Output channels of the available conv modules (default: the paper's table 5).
             conv_strides: Their strides.
             norm_layer: Optional norm on the output tokens (timm's ``embed_norm_layer``).
@@ -294,7 +322,7 @@ class SuperTokenConvEmbed(TokenEmbedBase):
         self.stem_chs = chs
         self.cluster = SuperTokenClustering(
             stoken_size=self._stoken_size(self.patch_size[0]), num_iters=num_iters,
-            grad_through_assoc=grad_through_assoc)
+            grad_through_assoc=grad_through_assoc, border=border)
         self.proj = nn.Linear(chs, embed_dim, bias=bias, **dd)
         self.img_size, self.grid_size, self.num_patches = self._init_img_size(img_size)
 

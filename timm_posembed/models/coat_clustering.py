@@ -25,7 +25,7 @@ from timm.models._features import feature_take_indices
 from timm.models import checkpoint
 from timm.models.coat import CoaT, insert_cls, remove_cls
 
-from ..layers import ClusterAttnMode, ClusteredFactorAttnConvRelPosEnc
+from ..layers import ClusterAttnMode, ClusteredFactorAttnConvRelPosEnc, HashOffsetRange, HashQueryScale
 from ._builder import build_with_helpful_pretrained_errors, unwrap_checkpoint
 from ._catalog import ModelInfo, declare_models
 from ._papers import CLUSTERING_COAT_PAPER
@@ -66,13 +66,17 @@ class CoaTClustering(CoaT):
         cluster_attn: ``'factorized'`` (default; CoaT's attention on prototypes, exactly "each query replaced by
             its cluster mean", pretrained CoaT-Lite weights keep their meaning) or ``'softmax'`` (ACT proper).
         cluster_num_rounds: hash rounds L (default 16).
-        cluster_bucket_width: E2LSH bucket width r (default 8.0, ACT's).
+        cluster_bucket_width: E2LSH bucket width r (default 8.0; ACT's code uses 8 on ``q·Ch^-0.5``, so the same r
+            means other buckets on the raw queries).
         cluster_stages: stage indices (0-3) whose blocks cluster; the others are timm's CoaT-Lite attention.
         cluster_capacity: optional bound on the prototypes per (image, head), as a fraction of the tokens, so the
             prototype attention runs on fewer rows (static shapes); see ``AdaptiveQueryClustering``.
         cluster_singleton: the degenerate clustering, every query its own cluster. With
             ``cluster_attn='factorized'`` the model then computes timm's CoaT-Lite exactly (to float rounding).
         cluster_seed: seed of the hash projections (each block derives its own).
+        cluster_query_scale: ``'none'`` (hash the queries) or ``'head_dim'`` (hash ``q·Ch^-0.5``, ACT's code).
+        cluster_offset_range: ``'bucket'`` (``b ~ U(0, r)``, E2LSH) or ``'unit'`` (``b ~ U(0, 1)``, ACT's code).
+        cluster_redraw: fresh hash projections at every training forward (ACT's code); eval stays seeded.
     """
 
     def __init__(
@@ -85,6 +89,9 @@ class CoaTClustering(CoaT):
             cluster_capacity: Optional[float] = None,
             cluster_singleton: bool = False,
             cluster_seed: int = 0,
+            cluster_query_scale: HashQueryScale = 'none',
+            cluster_offset_range: HashOffsetRange = 'bucket',
+            cluster_redraw: bool = False,
             **kwargs: Any,
     ) -> None:
         if kwargs.get('parallel_depth', 0):
@@ -127,6 +134,9 @@ class CoaTClustering(CoaT):
                     bucket_width=cluster_bucket_width,
                     capacity=cluster_capacity,
                     singleton=cluster_singleton,
+                    query_scale=cluster_query_scale,
+                    offset_range=cluster_offset_range,
+                    redraw=cluster_redraw,
                     # distinct, reproducible hash per block (ACT draws a fresh one at every call)
                     seed=cluster_seed * 1000 + layer_idx,
                 )

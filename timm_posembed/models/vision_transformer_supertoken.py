@@ -2,7 +2,8 @@
 
 timm's ``VisionTransformer`` with its patchify convolution replaced by
   * ``SuperTokenConvEmbed`` (the super-token convolutional embedding paper; see its card in MODEL_CARDS.md): six light
-    Conv3x3 -> GELU -> BN modules down to 1/8, parameter-free super-token clustering (STViT's sampling step) down to
+    Conv3x3 -> GELU -> BN modules down to 1/8, parameter-free super-token clustering (STViT's sampling step, with
+    STViT's zero-padded border by default; ``stoken_border='exclude'`` leaves the outside neighbours out) down to
     1/16, Linear to the width;
   * ``ConvStemEmbed`` (EarlyConv): four stride-2 Conv3x3 -> BN -> ReLU stages and a 1x1 conv.
 
@@ -25,7 +26,7 @@ from timm.layers import resample_abs_pos_embed
 from timm.models import generate_default_cfgs, register_model
 from timm.models.vision_transformer import VisionTransformer
 
-from ..layers import EARLYCONV_CHANNELS, ConvStemEmbed, SuperTokenConvEmbed
+from ..layers import EARLYCONV_CHANNELS, ConvStemEmbed, StokenBorder, SuperTokenConvEmbed
 from ._builder import unwrap_checkpoint
 from ._catalog import ModelInfo, declare_models
 from ._papers import EARLY_CONV_PAPER, SUPER_TOKEN_CONV_PAPER, Paper
@@ -55,6 +56,8 @@ class VisionTransformerSuperToken(_ConvEmbedVisionTransformer):
         stoken_extra_stride2_conv: One more stride-2 conv module (table 7, last row: clustering with 1x1 cells).
         stoken_num_iters: Super-token clustering rounds t (table 8: 1..4; default 3).
         stoken_grad_through_assoc: Back-propagate through the clustering's associations (default False, as STViT).
+        stoken_border: The clustering's neighbour slots outside the grid: ``'zero_pad'`` (default, STViT's code:
+            zero vectors in the softmax) or ``'exclude'`` (left out of it).
     ``patch_size`` is the total reduction (16: a 14x14 grid at 224); the super-token cell size follows from it.
     """
 
@@ -65,6 +68,7 @@ class VisionTransformerSuperToken(_ConvEmbedVisionTransformer):
             stoken_extra_stride2_conv: bool = False,
             stoken_num_iters: int = 3,
             stoken_grad_through_assoc: bool = False,
+            stoken_border: StokenBorder = 'zero_pad',
             **kwargs: Any,
     ) -> None:
         self._check_no_embed_layer(kwargs)
@@ -74,6 +78,7 @@ class VisionTransformerSuperToken(_ConvEmbedVisionTransformer):
             extra_stride2_conv=stoken_extra_stride2_conv,
             num_iters=stoken_num_iters,
             grad_through_assoc=stoken_grad_through_assoc,
+            border=stoken_border,
         )
         super().__init__(*args, embed_layer=embed_layer, **kwargs)
 
