@@ -216,16 +216,21 @@ def _upsampled(images: torch.Tensor, size: int) -> torch.Tensor:
 
 def train_model(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: StudyConfig, seed: int) -> None:
     """Train in place: AdamW (timm's parameter groups: no weight decay on norms, biases and the encodings'
-    ``no_weight_decay`` tables), linear warm-up over the first 10 % of the steps, then cosine to 0, label smoothing 0.1; the batch
-    order depends on ``seed`` only, so every row of a seed sees the same batches."""
+    ``no_weight_decay`` tables), linear warm-up over the first 10 % of the steps then cosine to 0, label
+    smoothing 0.1; the batch order depends on ``seed`` only, so every row of a seed sees the same batches."""
     steps_per_epoch = len(images) // cfg.batch_size
     if steps_per_epoch < 1:
         raise ValueError(f'need at least batch_size={cfg.batch_size} training images, got {len(images)}')
     optimizer = timm.optim.create_optimizer_v2(model, 'adamw', lr=cfg.lr, weight_decay=cfg.weight_decay)
     total = cfg.epochs * steps_per_epoch
     warmup = max(1, total // 10)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: (step + 1) / warmup if step < warmup else
-                                                 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup))))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     generator = torch.Generator().manual_seed(seed)
     model.train()
     for _ in range(cfg.epochs):
@@ -267,7 +272,7 @@ def run_study(
         log=print,
 ) -> List[Dict[str, Any]]:
     """Train every row under every seed; one record per (row, seed) with the top-1 at the training size and at
-    ``eval_scale``× the side for each of the row's ways, the token counts, parameter count and wall time."""
+    ``eval_scale``× the side for each of the row's ways, the token counts, parameter count and wall times."""
     records = []
     big = cfg.img_size * cfg.eval_scale
     for seed in cfg.seeds:
@@ -286,6 +291,7 @@ def run_study(
                 evaluated = build_row_model(row, cfg, seed, extra)
                 evaluated.load_state_dict(state, strict=True)
                 record[f'top1_{way}'], record[f'tokens_{way}'] = evaluate(evaluated, test_images, test_labels, big)
+            record['eval_s'] = round(time.perf_counter() - start - train_s, 1)
             records.append(record)
             log(json.dumps(record))
     return records
