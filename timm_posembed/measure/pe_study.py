@@ -173,7 +173,7 @@ class StudyConfig:
     num_heads: int = 3
     eval_scale: int = 2
     epochs: int = 4
-    batch_size: int = 64
+    batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 0.05
     seeds: Sequence[int] = (0, 1, 2)
@@ -374,8 +374,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     d = StudyConfig()
     p = argparse.ArgumentParser(description=__doc__.split('\n')[1])
     p.add_argument('--data-dir', required=True, help='Fashion-MNIST in torchvision layout')
-    p.add_argument('--train-limit', type=int, default=5000)
-    p.add_argument('--test-limit', type=int, default=2000)
+    p.add_argument('--train-limit', type=int, default=2000)
+    p.add_argument('--test-limit', type=int, default=1000)
     p.add_argument('--rows', nargs='+', choices=[row.key for row in ROWS], default=list(d.rows))
     p.add_argument('--seeds', type=int, nargs='+', default=list(d.seeds))
     for name in ('img_size', 'patch_size', 'embed_dim', 'depth', 'num_heads', 'eval_scale', 'epochs',
