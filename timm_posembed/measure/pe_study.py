@@ -33,6 +33,7 @@ no augmentation) rather than timm's ``train.py``: the extrapolation evaluation n
 memory, and a few thousand 28 px images train faster without a data loader.
 """
 import argparse
+import functools
 import json
 import math
 import os
@@ -40,7 +41,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import timm
 import timm.optim
@@ -269,7 +270,7 @@ def run_study(
         train_labels: torch.Tensor,
         test_images: torch.Tensor,
         test_labels: torch.Tensor,
-        log=print,
+        log: Callable[[str], None] = functools.partial(print, flush=True),
 ) -> List[Dict[str, Any]]:
     """Train every row under every seed; one record per (row, seed) with the top-1 at the training size and at
     ``eval_scale``× the side for each of the row's ways, the token counts, parameter count and wall times."""
