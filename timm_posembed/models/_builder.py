@@ -16,6 +16,7 @@ trained as. ``timm-posembed publish`` uses the same check. It runs before timm's
 another architecture load silently, leaving its missing layers at random init.
 """
 import importlib
+import pickle
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Type
 
 import torch
@@ -26,6 +27,7 @@ from huggingface_hub.errors import (
     LocalEntryNotFoundError,
     OfflineModeIsEnabled,
 )
+from safetensors import SafetensorError
 from timm.models import build_model_with_cfg, clean_state_dict, resolve_pretrained_cfg
 
 from .._checks import few_names
@@ -48,7 +50,10 @@ class CheckpointMismatchError(ValueError):
 def _unavailable_error_types() -> Tuple[Type[BaseException], ...]:
     # Errors that mean "the weights are not where the cfg says" (not published, offline, no such file), as opposed
     # to errors about the weights themselves (a checkpoint that does not fit), which keep their own message.
-    types = [HfHubHTTPError, EntryNotFoundError, LocalEntryNotFoundError, OfflineModeIsEnabled, OSError]
+    types = [HfHubHTTPError, EntryNotFoundError, LocalEntryNotFoundError, OfflineModeIsEnabled, OSError,
+             # a weights file that is found but cannot be read (truncated, or not a checkpoint): the raw errors do
+             # not name the file
+             SafetensorError, pickle.UnpicklingError, EOFError]
     # huggingface_hub talks to the Hub through httpx2 (2.x), httpx (1.x) or requests (0.x); the first two's
     # transport errors are not OSErrors.
     for module_name, error_name in (('httpx2', 'TransportError'), ('httpx', 'TransportError'),
@@ -76,8 +81,9 @@ def explain_unavailable_weights(cfg: Dict[str, Any], cause: BaseException) -> st
         where = f'the local file/folder {file!r}, which could not be read ({reason})'
     elif hf_hub_id:
         where = (f'the Hugging Face Hub repo {hf_hub_id!r} (tag {tag!r}) ({reason}). Either the weights have not '
-                 f'been published there yet, or the Hub is unreachable (no network, or HF_HUB_OFFLINE=1 with '
-                 f'nothing in the local cache)')
+                 f'been published there yet, or the Hub is unreachable (no network: huggingface_hub retries for '
+                 f'about 20 s first, and HF_HUB_OFFLINE=1 makes it fail at once using only the local cache; or '
+                 f'HF_HUB_OFFLINE=1 with nothing in the local cache)')
     else:
         where = f'{cfg.get("url") or "its configured source"} ({reason})'
     tag_opt = f' --tag {tag}' if tag else ''
