@@ -388,7 +388,7 @@ def test_card_text_from_a_checkpoint_or_the_command_line_cannot_inject(run, tmp_
     err = capsys.readouterr().err
     assert f'{ckpt}: train.py recorded dataset' in err and 'is not a Hub dataset id' in err and '--dataset' in err
     for dataset in (HOSTILE_TEXT, 'a\nb', '---', 'a"b', '<script>'):
-        assert publish(run, out, '--dataset', dataset) == 2
+        assert publish(run, out, f'--dataset={dataset}') == 2
         assert '--dataset' in capsys.readouterr().err
     assert not out.exists()
 
@@ -402,7 +402,7 @@ def test_card_text_from_a_checkpoint_or_the_command_line_cannot_inject(run, tmp_
     head, rest = readme[4:].split('\n---\n', 1)
     front = yaml.safe_load(head)
     assert front['license'] == HOSTILE_TEXT and front['datasets'] == [HOSTILE_TEXT] and len(front) == 5
-    assert '<script>' not in rest and '](http' not in rest and '\n---\nlicense' not in rest
+    assert '<script>' not in rest and '[a](http' not in rest and '\n---\nlicense' not in rest
     assert f'- **Weights:** {markdown_text(HOSTILE_TEXT)}\n' in rest and '&lt;script&gt;' in rest
 
 
@@ -429,7 +429,8 @@ def test_a_recorded_huge_img_size_fails_on_shapes_before_allocating(run, tmp_pat
     ckpt = _with_args(run, tmp_path, 'huge.pth.tar', img_size=40000)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     assert publish(run, tmp_path / 'hub', checkpoint=ckpt) == 2
-    assert 'pos_embed' in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert 'cope.freq (1, 5, 192) vs (1, 6250001, 192)' in err, err
     grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak) / 1024
     assert grown_mib < 500, f'{grown_mib:.0f} MiB allocated for a model that was refused'
 
@@ -464,7 +465,7 @@ def test_damaged_or_foreign_checkpoint_files_are_named_for_what_they_are(run, tm
 
     torch.save({1: torch.ones(1), (2, 3): torch.ones(1)}, str(tmp_path / 'int_keys.pth'))
     with pytest.raises(PublishError, match=r"int_keys.pth: 'state dict' has keys that are not parameter names: "
-                                           r"1, \(2, 3\)"):
+                                           r"\[1, \(2, 3\)\]"):
         read_checkpoint(tmp_path / 'int_keys.pth')
 
     buffer = io.BytesIO()  # a torch zip re-compressed with deflate: 8 MB of zeros in a few KB

@@ -47,7 +47,8 @@ def check_dataset_id(value: str, what: str = '--dataset') -> str:
     return value
 
 
-_MARKDOWN_SPECIAL = re.compile(r'([\\`*_\[\]|~])')
+# "_" between letters or digits (model_best.pth) never starts emphasis (CommonMark), so only other ones are escaped
+_MARKDOWN_SPECIAL = re.compile(r'([\\`*\[\]|~]|(?<![^\W_])_|_(?![^\W_]))')
 
 
 def markdown_text(value: str) -> str:
