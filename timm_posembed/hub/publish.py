@@ -5,10 +5,12 @@ builds the model it was trained as, checks the weights load strictly and are fin
 ``config.json`` (timm's ``save_for_hf`` format), ``model.safetensors`` and a ``README.md`` generated from
 MODEL_CARDS.md (``timm_posembed.model_cards``). ``upload_hub_folder`` sends that folder with ``huggingface_hub``.
 
-Every refusal (wrong architecture, unreadable or unsafe file, non-finite weights, an output folder that exists or
-holds an input) happens before anything is written. The folder is assembled in a staging sibling and renamed into
-place; an error, Ctrl-C or SIGTERM removes the staging folder, and the next run removes any that a run killed
-outright left behind, so a failure never leaves a half-written folder.
+Every refusal (wrong architecture, unreadable or unsafe file, non-finite weights, an output folder that holds an
+input or anything publish did not write) happens before anything is written. The folder is assembled in a staging
+sibling and renamed into place in one step that never replaces content publish did not write (see
+``_move_into_place``); an error, Ctrl-C or SIGTERM removes the staging folder (and the parent folders this run
+made), and the next run removes any that a run killed outright left behind, so a failure never leaves a
+half-written folder.
 """
 import contextlib
 import errno
@@ -19,7 +21,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
 import timm
 import torch
@@ -165,8 +167,8 @@ def _out_state(out: Path) -> str:
 def _check_out(out: Path, overwrite: bool, inputs: Sequence[Path], suggestion: str) -> str:
     """Refuse an ``--out`` that publish could not write without harm (see ``_out_state``): one holding an input
     (the checkpoint, label names, cards) or the current folder, a link or file, a folder with anything publish did
-    not write, a previous output without --overwrite, or a parent folder that is missing or not writable (publish
-    creates no parent folders: none is left behind by a failed run). Returns ``_out_state(out)``."""
+    not write, a previous output without --overwrite, or one below a file or in a folder it cannot write to.
+    Returns ``_out_state(out)``."""
     real = out.resolve()
     cwd = Path.cwd().resolve()
     if _contains(real, cwd) or real == Path(real.anchor):
@@ -176,13 +178,13 @@ def _check_out(out: Path, overwrite: bool, inputs: Sequence[Path], suggestion: s
     if held:
         raise PublishError(f'--out {out} contains the input {held[0]}; publish never deletes or replaces its inputs. '
                            f'Pass a folder outside it, e.g. --out {real.parent / suggestion}')
-    parent = Path(os.path.abspath(out)).parent
-    if not parent.is_dir():
-        problem = 'is a file, not a folder' if parent.exists() else 'does not exist'
-        raise PublishError(f'--out {out}: the folder above it, {parent}, {problem}; publish does not create parent '
-                           f'folders: pass --out inside an existing folder (or mkdir -p it first)')
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise PublishError(f'--out {out}: cannot write in {parent} (read-only file system or no permission); '
+    existing = Path(os.path.abspath(out)).parent
+    while not os.path.lexists(existing):
+        existing = existing.parent
+    if not existing.is_dir():
+        raise PublishError(f'--out {out}: {existing} is a file, not a folder; pass --out in a folder')
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PublishError(f'--out {out}: cannot write in {existing} (read-only file system or no permission); '
                            f'pass --out in a writable folder')
     state = _out_state(out)
     if state == PREVIOUS and not overwrite:
@@ -352,14 +354,42 @@ def publish_checkpoint(
     readme = hub_readme(arch, tag, tag_registered, repo_id, kwargs, dataset=dataset or dataset_from_train_args(ckpt),
                         weights_note=ckpt.describe(), cards_path=cards_path, model=net)
 
-    for stale in _remove_stale_staging(out):
-        log(f'removed {stale}, left by an earlier publish that was killed')
-    with interrupts_raise():
+    with interrupts_raise(), _parent_folders(out):
+        for stale in _remove_stale_staging(out):
+            log(f'removed {stale}, left by an earlier publish that was killed')
         _write_folder(out, net, names, readme, out_state)
     return PublishResult(
         out=out, repo_id=repo_id, model_name=f'{arch}.{tag}', files=[out / f for f in HUB_FILES],
         weights=ckpt.describe(), label_source=label_source, tag_registered=tag_registered,
     )
+
+
+@contextlib.contextmanager
+def _parent_folders(out: Path) -> Iterator[None]:
+    """Create the missing folders above ``out`` (like ``mkdir -p``) for the body, and remove them again, deepest
+    first and only while empty, when the body fails: a failed publish leaves no trace."""
+    made = []
+    parent = Path(os.path.abspath(out)).parent
+    while not os.path.lexists(parent):
+        made.append(parent)
+        parent = parent.parent
+    try:
+        for folder in reversed(made):
+            try:
+                folder.mkdir()
+            except FileExistsError:  # made by someone else meanwhile: theirs, not ours to remove
+                made.remove(folder)
+            except OSError as e:
+                raise PublishError(f'--out {out}: cannot create the folder {folder} ({e.strerror}); pass --out in '
+                                   f'a writable folder') from e
+        yield
+    except BaseException:
+        for folder in made:  # deepest first
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
 
 
 def _write_config(net: torch.nn.Module, path: Path, model_config: Optional[Dict[str, Any]]) -> None:
