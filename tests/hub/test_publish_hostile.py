@@ -517,3 +517,26 @@ def test_cards_file_that_is_not_text_is_named(tmp_path, capsys):
     assert cli_main(['card', MODEL, '--cards', str(binary)]) == 1
     err = capsys.readouterr().err
     assert f'model cards file {binary} is not UTF-8 text' in err and len(err.strip().splitlines()) == 1
+
+
+def test_hub_weights_without_network_fail_at_once_saying_why(monkeypatch, tmp_path):
+    import errno
+    import socket
+    import huggingface_hub.constants
+    from timm_posembed.models import PretrainedWeightsUnavailableError
+
+    def no_network(*args, **kwargs):
+        raise OSError(errno.ENETUNREACH, os.strerror(errno.ENETUNREACH))
+
+    monkeypatch.setattr(huggingface_hub.constants, 'HF_HUB_OFFLINE', False)
+    monkeypatch.setattr(huggingface_hub.constants, 'HF_HUB_CACHE', str(tmp_path))
+    for var in ('HTTPS_PROXY', 'https_proxy', 'ALL_PROXY', 'all_proxy'):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(socket, 'create_connection', no_network)
+    start = time.monotonic()
+    with pytest.raises(PretrainedWeightsUnavailableError) as info:
+        timm.create_model(MODEL, pretrained=True)
+    assert time.monotonic() - start < 5, 'retried instead of failing at once'
+    msg = str(info.value)
+    assert 'huggingface.co:443 cannot be reached (Network is unreachable)' in msg
+    assert 'HF_HUB_OFFLINE=1 makes it fail at once' in msg
