@@ -468,6 +468,14 @@ def test_damaged_or_foreign_checkpoint_files_are_named_for_what_they_are(run, tm
                                            r"\[1, \(2, 3\)\]"):
         read_checkpoint(tmp_path / 'int_keys.pth')
 
+    sd = {'weird\nkey <b>': torch.ones(1), 'x' * 100_000: torch.ones(1), 'fine': torch.ones(1)}
+    torch.save(sd, str(tmp_path / 'odd_keys.pth'))
+    with pytest.raises(PublishError) as info:
+        read_checkpoint(tmp_path / 'odd_keys.pth')
+    msg = str(info.value)
+    assert 'keys that are not parameter names' in msg and "'weird\\nkey <b>'" in msg
+    assert '\n' not in msg and len(msg) < 400
+
     buffer = io.BytesIO()  # a torch zip re-compressed with deflate: 8 MB of zeros in a few KB
     torch.save({'w': torch.zeros(2 ** 21)}, buffer)
     with zipfile.ZipFile(io.BytesIO(buffer.getvalue())) as src, \
@@ -495,6 +503,9 @@ def test_repo_id_names_the_tag(run, tmp_path, capsys):
                      '--dataset', 'none', '--out', str(tmp_path / 'hub'), '--cards', str(run['cards']),
                      '--dry-run']) == 0
     assert f'model {MODEL}.mine_in1k' in capsys.readouterr().out
+    assert cli_main(['publish', str(run['ckpt']), '--model', MODEL, '--repo-id', f'someone/{MODEL}.Mine',
+                     '--dataset', 'none', '--out', str(tmp_path / 'hub2'), '--dry-run']) == 2
+    assert "--repo-id someone/vit_tiny_cope.Mine: its tag 'Mine' is not a pretrained tag" in capsys.readouterr().err
 
 
 def test_label_files_split_on_newlines_only_and_repeats_are_named(tmp_path):
@@ -506,6 +517,10 @@ def test_label_files_split_on_newlines_only_and_repeats_are_named(tmp_path):
     labels.write_text('same\n' * 200)
     with pytest.raises(PublishError, match="labels.txt: all 200 names are 'same'"):
         resolve_label_names(200, labels)
+    deep = tmp_path / 'deep.json'
+    deep.write_text('[' * 100_000 + ']' * 100_000)
+    with pytest.raises(PublishError, match='deep.json: JSON nested too deep'):
+        resolve_label_names(1, deep)
     labels.write_text('crane\nmaillot\ncrane\nother\n')
     names, source = resolve_label_names(4, labels)
     assert names[2] == 'crane' and "1 names repeat: 'crane' x2" in source

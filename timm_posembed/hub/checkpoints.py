@@ -8,6 +8,7 @@ train.py's arguments into model arguments.
 import argparse
 import inspect
 import pickle
+import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -188,7 +189,21 @@ def _unreadable(path: Path, e: BaseException) -> PublishError:
                         f'Expected a complete train.py checkpoint; copy it again or use another epoch\'s.')
 
 
+# A parameter name is a dotted path of module attribute names: printable, no spaces, and short (timm's longest are
+# under 100 characters). Anything else would land verbatim in error messages (a newline splits the one-line error).
+_PARAMETER_NAME = re.compile(r'[^\s\x00-\x1f\x7f-\x9f\u2028\u2029]{1,512}')
+
+
+def _shown(key: str) -> str:
+    return repr(key if len(key) <= 60 else key[:60] + '...')
+
+
 def _checked_tensors(state_dict: Mapping[str, Any], path: Path) -> Dict[str, torch.Tensor]:
+    not_names = [k for k in state_dict if not _PARAMETER_NAME.fullmatch(k)]
+    if not_names:
+        raise PublishError(f'{path}: the weights have keys that are not parameter names (control characters, '
+                           f'spaces, or over 512 characters): {few_names([_shown(k) for k in not_names], 3)}; '
+                           f'expected a state dict')
     not_tensors = [k for k, v in state_dict.items() if not isinstance(v, torch.Tensor)]
     if not_tensors:
         raise PublishError(

@@ -136,6 +136,9 @@ def resolve_label_names(
                 names = json.loads(text)
             except json.JSONDecodeError as e:
                 raise PublishError(f'--label-names {path}: not valid JSON ({e}); expected a list of names') from e
+            except RecursionError:  # '[[[[...' nested deeper than the parser's stack
+                raise PublishError(f'--label-names {path}: JSON nested too deep; expected a flat list of names'
+                                   ) from None
             if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
                 raise PublishError(f'--label-names {path}: expected a JSON list of class names')
         else:

@@ -41,7 +41,12 @@ def tag_from_repo_id(model: str, repo_id: Optional[str]) -> Optional[str]:
     if name_tag or not repo_id or repo_id.count('/') != 1:
         return None
     repo_arch, _, repo_tag = repo_id.split('/')[1].partition('.')
-    return repo_tag if repo_arch == arch and repo_tag else None
+    if repo_arch != arch or not repo_tag:
+        return None
+    if not re.fullmatch(r'[a-z0-9_]+', repo_tag):
+        raise PublishError(f'--repo-id {repo_id}: its tag {repo_tag!r} is not a pretrained tag (lower-case letters, '
+                           f'digits and "_", like in100); name the repo ORG/{arch}.TAG, or pass --tag TAG')
+    return repo_tag
 
 
 def check_default_tag_fits(arch: str, tag: str, num_classes: int, source: Path) -> None:
