@@ -555,3 +555,9 @@ def test_hub_weights_without_network_fail_at_once_saying_why(monkeypatch, tmp_pa
     msg = str(info.value)
     assert 'huggingface.co:443 cannot be reached (Network is unreachable)' in msg
     assert 'HF_HUB_OFFLINE=1 makes it fail at once' in msg
+
+
+def test_card_refuses_a_repo_id_that_would_land_in_its_code(capsys):
+    assert cli_main(['card', MODEL, '--repo-id', "evil/x')<script>"]) == 1
+    err = capsys.readouterr()
+    assert "--repo-id \"evil/x')<script>\" is not a valid Hub repo id" in err.err and err.out == ''

@@ -368,20 +368,22 @@ def publish_checkpoint(
 def _parent_folders(out: Path) -> Iterator[None]:
     """Create the missing folders above ``out`` (like ``mkdir -p``) for the body, and remove them again, deepest
     first and only while empty, when the body fails: a failed publish leaves no trace."""
-    made = []
+    missing = []
     parent = Path(os.path.abspath(out)).parent
     while not os.path.lexists(parent):
-        made.append(parent)
+        missing.append(parent)
         parent = parent.parent
+    made: List[Path] = []
     try:
-        for folder in reversed(made):
+        for folder in reversed(missing):  # outermost first
             try:
                 folder.mkdir()
             except FileExistsError:  # made by someone else meanwhile: theirs, not ours to remove
-                made.remove(folder)
+                continue
             except OSError as e:
                 raise PublishError(f'--out {out}: cannot create the folder {folder} ({e.strerror}); pass --out in '
                                    f'a writable folder') from e
+            made.insert(0, folder)
         yield
     except BaseException:
         for folder in made:  # deepest first
