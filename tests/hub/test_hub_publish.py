@@ -14,6 +14,7 @@ for every registered model.
 """
 import argparse
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -397,7 +398,9 @@ def test_upload_sends_the_folder_through_huggingface_hub(tiny_checkpoint, tmp_pa
     token = 'hf_publishtestsentineltoken0123456789'
     monkeypatch.setenv('HF_TOKEN', token)
     tiny = tiny_checkpoint
-    assert _publish(tiny, tmp_path / 'hub', '--private', '--repo-id', 'someone/vit_tiny_cope.mine') == 0
+    # the repo name implies the tag (mine), which names no dataset: --dataset says it
+    assert _publish(tiny, tmp_path / 'hub', '--private', '--repo-id', 'someone/vit_tiny_cope.mine',
+                    '--dataset', 'tiny-imagenet') == 0
 
     assert sent['create_repo'] == dict(repo_id='someone/vit_tiny_cope.mine', private=True, exist_ok=True)
     upload = sent['upload_folder']
@@ -504,10 +507,15 @@ def test_refuses_existing_output_folder(tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / 'hub'
     out.mkdir()
     (out / 'notes.txt').write_text('keep me')
+    for extra in ((), ('--overwrite',)):  # --overwrite replaces only a folder publish wrote
+        assert _publish(tiny_checkpoint, out, '--dry-run', *extra) == 2
+        err = capsys.readouterr().err
+        assert "holds the file 'notes.txt', which publish did not write" in err
+        assert [p.name for p in out.iterdir()] == ['notes.txt'] and (out / 'notes.txt').read_text() == 'keep me'
+    (out / 'notes.txt').unlink()
+    assert _publish(tiny_checkpoint, out, '--dry-run') == 0
     assert _publish(tiny_checkpoint, out, '--dry-run') == 2
-    err = capsys.readouterr().err
-    assert 'exists and is not empty' in err and '--overwrite' in err
-    assert [p.name for p in out.iterdir()] == ['notes.txt'] and (out / 'notes.txt').read_text() == 'keep me'
+    assert 'holds a previous publish output' in capsys.readouterr().err
     assert _publish(tiny_checkpoint, out, '--dry-run', '--overwrite') == 0
     assert sorted(p.name for p in out.iterdir()) == ['README.md', 'config.json', 'model.safetensors']
     assert not [p for p in tmp_path.iterdir() if p.name.startswith('.hub')], 'staging/backup folders left behind'
@@ -560,6 +568,8 @@ def test_unpublished_weights_raise_helpful_error(monkeypatch):
         raise RepositoryNotFoundError(f'404 Client Error: Repository Not Found for url: {repo_id}', response=response)
 
     monkeypatch.setattr(timm_hub, 'hf_hub_download', not_found)
+    # the Hub answers the builder's connection check (this machine may have no network): the 404 comes after it
+    monkeypatch.setattr('socket.create_connection', lambda *args, **kwargs: io.BytesIO())
     with pytest.raises(PretrainedWeightsUnavailableError) as info:
         timm.create_model('vit_tiny_cope', pretrained=True, img_size=32)
     msg = str(info.value)

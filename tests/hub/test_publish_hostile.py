@@ -243,3 +243,321 @@ def test_recorded_train_args_of_the_wrong_type_are_named(run, tmp_path, capsys):
         None, 'not recorded (pass --label-names FILE)')
     with pytest.raises(PublishError, match='/dev/null: not a regular file'):
         resolve_label_names(3, '/dev/null')
+
+
+# --- the output folder: publish replaces only what it wrote, checked at the moment it replaces it ---
+
+def _listing(folder: Path):
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob('*'))
+
+
+def test_overwrite_never_replaces_a_folder_publish_did_not_write(run, tmp_path, capsys):
+    mine = tmp_path / 'documents'
+    (mine / 'keys').mkdir(parents=True)
+    (mine / 'keys' / 'id_rsa').write_text('secret')
+    (mine / 'notes.txt').write_text('mine')
+    assert publish(run, mine, '--overwrite') == 2
+    err = capsys.readouterr().err
+    assert 'publish did not write' in err and ("'keys'" in err or "'notes.txt'" in err), err
+    assert _listing(mine) == ['keys', 'keys/id_rsa', 'notes.txt']
+
+    out = tmp_path / 'hub'
+    assert publish(run, out) == 0
+    (out / 'notes.txt').write_text('added by hand')  # a previous output with one file more is not ours any more
+    assert publish(run, out, '--overwrite') == 2
+    assert "holds the file 'notes.txt', which publish did not write" in capsys.readouterr().err
+    (out / 'notes.txt').unlink()
+    (out / 'README.md').write_text('edited')
+    assert publish(run, out) == 2 and 'previous publish output' in capsys.readouterr().err
+    assert publish(run, out, '--overwrite') == 0
+    assert sorted(p.name for p in out.iterdir()) == ['README.md', 'config.json', 'model.safetensors']
+    assert (out / 'README.md').read_text() != 'edited'
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith('.')] == []
+
+
+def _during_write(monkeypatch, action):
+    """Run ``action()`` while publish writes its weights (after every check on --out, before the move)."""
+    import timm_posembed.hub.publish as publish_module
+    real_save = publish_module.save_safetensors
+    calls = []
+
+    def save(*args, **kwargs):
+        real_save(*args, **kwargs)
+        if not calls:
+            calls.append(1)
+            action()
+
+    monkeypatch.setattr(publish_module, 'save_safetensors', save)
+    return calls
+
+
+@pytest.mark.parametrize('appears', ['empty folder', 'folder with a file'])
+def test_folder_created_at_out_while_publishing_is_kept(run, tmp_path, capsys, monkeypatch, appears):
+    out = tmp_path / 'hub'
+
+    def create():
+        out.mkdir()
+        if appears != 'empty folder':
+            (out / 'theirs.txt').write_text('theirs')
+
+    _during_write(monkeypatch, create)
+    assert publish(run, out) == 2
+    err = capsys.readouterr().err
+    assert f'--out {out} was created or filled by something else' in err and len(err.strip().splitlines()) == 1
+    assert _listing(out) == ([] if appears == 'empty folder' else ['theirs.txt'])
+    assert [p.name for p in tmp_path.iterdir()] == ['hub'], 'staging folder left behind'
+
+
+def test_two_publishes_to_one_out_exactly_one_wins(run, tmp_path, capsys, monkeypatch):
+    out = tmp_path / 'hub'
+    second = []
+    _during_write(monkeypatch, lambda: second.append(publish(run, out, '--label-names', str(labels))))
+    labels = tmp_path / 'labels.txt'
+    labels.write_text('a\nb\nc\n')
+    assert publish(run, out) == 2  # the first one finishes second: it must not replace the other's folder
+    assert second == [0]
+    assert 'created or filled by something else' in capsys.readouterr().err
+    import json
+    assert json.loads((out / 'config.json').read_text())['label_names'] == ['a', 'b', 'c']
+
+
+def test_overwrite_checks_the_folder_again_when_it_replaces_it(run, tmp_path, capsys, monkeypatch):
+    out = tmp_path / 'hub'
+    assert publish(run, out) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    _during_write(monkeypatch, lambda: (out / 'added_meanwhile.txt').write_text('theirs'))
+    assert publish(run, out, '--overwrite') == 2
+    err = capsys.readouterr().err
+    assert "holds the file 'added_meanwhile.txt', which publish did not write" in err and 'left as it was' in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == dict(before, **{'added_meanwhile.txt': b'theirs'})
+    assert [p.name for p in tmp_path.iterdir()] == ['hub']
+
+
+def test_unwritable_or_missing_destinations_are_one_line_errors(run, tmp_path, capsys, monkeypatch):
+    import errno
+    import timm_posembed.hub.publish as publish_module
+    a_file = tmp_path / 'a_file'
+    a_file.write_text('x')
+    for out in (a_file / 'hub', a_file / 'deeper' / 'hub'):
+        assert publish(run, out) == 2
+        err = capsys.readouterr().err
+        assert f'--out {out}: {a_file} is a file, not a folder' in err and len(err.strip().splitlines()) == 1, err
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(args[1]))
+
+    out = tmp_path / 'new' / 'folders' / 'hub'  # publish makes missing parents, and removes them when it fails
+    monkeypatch.setattr(publish_module, 'save_safetensors', full)
+    assert publish(run, out) == 2
+    err = capsys.readouterr().err
+    assert f'--out {out}: writing' in err and 'No space left on device' in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['a_file']
+    out = tmp_path / 'hub'
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), kwargs.get('dir'))
+
+    monkeypatch.setattr(publish_module.tempfile, 'mkdtemp', read_only)
+    assert publish(run, out) == 2
+    err = capsys.readouterr().err
+    assert f'cannot create a folder in {tmp_path} (Read-only file system)' in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['a_file']
+
+
+# --- what a checkpoint records must not reach the card or create_model unchecked ---
+
+def _with_args(run, tmp_path, name, **changes):
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        good = torch.load(str(run['ckpt']), weights_only=True, map_location='cpu')
+    ckpt = tmp_path / name
+    torch.save(dict(good, args=argparse.Namespace(**dict(vars(good['args']), **changes))), str(ckpt))
+    return ckpt
+
+
+HOSTILE_TEXT = 'x"\n---\nlicense: "other"\n<script>alert(1)</script> [a](http://evil) `c`'
+
+
+def test_card_text_from_a_checkpoint_or_the_command_line_cannot_inject(run, tmp_path, capsys):
+    import yaml
+    from timm_posembed.hub.cards import HubCardFacts, markdown_text, render_hub_readme
+    from timm_posembed.hub.card_format import load_model_cards
+    out = tmp_path / 'hub'
+    ckpt = _with_args(run, tmp_path, 'recorded.pth.tar', dataset='hfds/' + HOSTILE_TEXT)
+    assert cli_main(['publish', str(ckpt), '--model', MODEL, '--tag', 'test', '--out', str(out), '--cards',
+                     str(run['cards']), '--dry-run']) == 2
+    err = capsys.readouterr().err
+    assert f'{ckpt}: train.py recorded dataset' in err and 'is not a Hub dataset id' in err and '--dataset' in err
+    for dataset in (HOSTILE_TEXT, 'a\nb', '---', 'a"b', '<script>'):
+        assert publish(run, out, f'--dataset={dataset}') == 2
+        assert '--dataset' in capsys.readouterr().err
+    assert not out.exists()
+
+    # whatever reaches the renderer, the front matter parses to exactly its fields and the text stays text
+    card = load_model_cards(run['cards'])[MODEL]
+    stats = pytest.importorskip('timm_posembed.measure.complexity').measure_model(MODEL, img_size=32, num_classes=3)
+    facts = HubCardFacts(model_name=f'{MODEL}.test', repo_id='org/x', create_name='hf-hub:org/x',
+                         license=HOSTILE_TEXT, datasets=[HOSTILE_TEXT], stats=stats, weights_note=HOSTILE_TEXT,
+                         extra_details={HOSTILE_TEXT: HOSTILE_TEXT})
+    readme = render_hub_readme(card, facts)
+    head, rest = readme[4:].split('\n---\n', 1)
+    front = yaml.safe_load(head)
+    assert front['license'] == HOSTILE_TEXT and front['datasets'] == [HOSTILE_TEXT] and len(front) == 5
+    assert '<script>' not in rest and '[a](http' not in rest and '\n---\nlicense' not in rest
+    assert f'- **Weights:** {markdown_text(HOSTILE_TEXT)}\n' in rest and '&lt;script&gt;' in rest
+
+
+def test_recorded_kwargs_that_are_not_architecture_are_refused_by_name(run, tmp_path, capsys):
+    fifo = tmp_path / 'fifo'
+    os.mkfifo(fifo)  # opening it would block forever: publish must refuse before it
+    ckpt = _with_args(run, tmp_path, 'kwargs.pth.tar', model_kwargs={'checkpoint_path': str(fifo), 'pretrained': True,
+                                                                     'img_size': 32})
+    start = time.monotonic()
+    assert publish(run, tmp_path / 'hub', checkpoint=ckpt) == 2
+    err = capsys.readouterr().err
+    assert f'{ckpt}: train.py recorded model_kwargs checkpoint_path, pretrained: not architecture arguments' in err
+    assert time.monotonic() - start < 20
+    assert publish(run, tmp_path / 'hub', '--model-kwargs', 'pretrained_cfg_overlay={}') == 2
+    assert '--model-kwargs pretrained_cfg_overlay: not architecture arguments' in capsys.readouterr().err
+    ckpt = _with_args(run, tmp_path, 'gp.pth.tar', gp='bogus')
+    assert publish(run, tmp_path / 'hub', checkpoint=ckpt) == 2
+    err = capsys.readouterr().err
+    assert "cannot build vit_tiny_cope with" in err and "'global_pool': 'bogus'" in err
+
+
+def test_a_recorded_huge_img_size_fails_on_shapes_before_allocating(run, tmp_path, capsys):
+    import resource
+    ckpt = _with_args(run, tmp_path, 'huge.pth.tar', img_size=40000)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    assert publish(run, tmp_path / 'hub', checkpoint=ckpt) == 2
+    err = capsys.readouterr().err
+    assert 'cope.freq (1, 5, 192) vs (1, 6250001, 192)' in err, err
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak) / 1024
+    assert grown_mib < 500, f'{grown_mib:.0f} MiB allocated for a model that was refused'
+
+
+def test_weights_of_another_kind_of_number_are_refused_by_name(run, tmp_path, capsys):
+    sd = dict(run['state_dict'])
+    sd['head.weight'] = sd['head.weight'].to(torch.complex64) * (1 + 1j)
+    sd['head.bias'] = sd['head.bias'].to(torch.int64)
+    sd['norm.weight'] = sd['norm.weight'] > 0
+    ckpt = tmp_path / 'kinds.pth'
+    torch.save(sd, str(ckpt))
+    assert publish(run, tmp_path / 'hub', '--model-kwargs', 'img_size=32', checkpoint=ckpt) == 2
+    err = capsys.readouterr().err
+    assert '3 tensor(s) hold another kind of number' in err
+    assert 'head.weight (torch.complex64, the model torch.float32)' in err
+    assert 'head.bias (torch.int64' in err and 'norm.weight (torch.bool' in err
+
+
+def test_damaged_or_foreign_checkpoint_files_are_named_for_what_they_are(run, tmp_path):
+    import io
+    import zipfile
+    cases = {
+        'notes.pth': (b'these are my notes\n', 'is not a PyTorch checkpoint nor a safetensors file'),
+        'r.pth': (b'r' + bytes(range(256)) * 4, 'is not a PyTorch checkpoint nor a safetensors file'),
+    }
+    for name, (data, expected) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(PublishError) as info:
+            read_checkpoint(tmp_path / name)
+        assert str(info.value).startswith(str(tmp_path / name)) and expected in str(info.value)
+        assert 'arbitrary code' not in str(info.value)
+
+    torch.save({1: torch.ones(1), (2, 3): torch.ones(1)}, str(tmp_path / 'int_keys.pth'))
+    with pytest.raises(PublishError, match=r"int_keys.pth: 'state dict' has keys that are not parameter names: "
+                                           r"\[1, \(2, 3\)\]"):
+        read_checkpoint(tmp_path / 'int_keys.pth')
+
+    sd = {'weird\nkey <b>': torch.ones(1), 'x' * 100_000: torch.ones(1), 'fine': torch.ones(1)}
+    torch.save(sd, str(tmp_path / 'odd_keys.pth'))
+    with pytest.raises(PublishError) as info:
+        read_checkpoint(tmp_path / 'odd_keys.pth')
+    msg = str(info.value)
+    assert 'keys that are not parameter names' in msg and "'weird\\nkey <b>'" in msg
+    assert '\n' not in msg and len(msg) < 400
+
+    buffer = io.BytesIO()  # a torch zip re-compressed with deflate: 8 MB of zeros in a few KB
+    torch.save({'w': torch.zeros(2 ** 21)}, buffer)
+    with zipfile.ZipFile(io.BytesIO(buffer.getvalue())) as src, \
+            zipfile.ZipFile(tmp_path / 'bomb.pth', 'w', zipfile.ZIP_DEFLATED) as dst:
+        for member in src.infolist():
+            dst.writestr(member.filename, src.read(member))
+    assert (tmp_path / 'bomb.pth').stat().st_size < 100_000
+    with pytest.raises(PublishError, match=r'bomb.pth is a zip archive of \d+ bytes whose \d+ members expand to'):
+        read_checkpoint(tmp_path / 'bomb.pth')
+
+
+def test_truncated_weights_file_given_to_create_model_is_named(tmp_path):
+    from timm_posembed.models import PretrainedWeightsUnavailableError
+    model = timm.create_model(MODEL, img_size=32, num_classes=3)
+    weights = tmp_path / 'cut.safetensors'
+    safetensors.torch.save_file(model.state_dict(), str(weights))
+    weights.write_bytes(weights.read_bytes()[:-100])
+    with pytest.raises(PretrainedWeightsUnavailableError, match=rf"local file/folder '{weights}'.*SafetensorError"):
+        timm.create_model(MODEL, pretrained=True, img_size=32, num_classes=3,
+                          pretrained_cfg_overlay=dict(file=str(weights)))
+
+
+def test_repo_id_names_the_tag(run, tmp_path, capsys):
+    assert cli_main(['publish', str(run['ckpt']), '--model', MODEL, '--repo-id', f'someone/{MODEL}.mine_in1k',
+                     '--dataset', 'none', '--out', str(tmp_path / 'hub'), '--cards', str(run['cards']),
+                     '--dry-run']) == 0
+    assert f'model {MODEL}.mine_in1k' in capsys.readouterr().out
+    assert cli_main(['publish', str(run['ckpt']), '--model', MODEL, '--repo-id', f'someone/{MODEL}.Mine',
+                     '--dataset', 'none', '--out', str(tmp_path / 'hub2'), '--dry-run']) == 2
+    assert "--repo-id someone/vit_tiny_cope.Mine: its tag 'Mine' is not a pretrained tag" in capsys.readouterr().err
+
+
+def test_label_files_split_on_newlines_only_and_repeats_are_named(tmp_path):
+    from timm_posembed.hub.label_names import resolve_label_names
+    labels = tmp_path / 'labels.txt'
+    labels.write_text('cat\u2028kitten\ndog\r\nbird\n', encoding='utf-8')
+    names, _ = resolve_label_names(3, labels)
+    assert names == ['cat\u2028kitten', 'dog', 'bird']
+    labels.write_text('same\n' * 200)
+    with pytest.raises(PublishError, match="labels.txt: all 200 names are 'same'"):
+        resolve_label_names(200, labels)
+    deep = tmp_path / 'deep.json'
+    deep.write_text('[' * 100_000 + ']' * 100_000)
+    with pytest.raises(PublishError, match='deep.json: JSON nested too deep'):
+        resolve_label_names(1, deep)
+    labels.write_text('crane\nmaillot\ncrane\nother\n')
+    names, source = resolve_label_names(4, labels)
+    assert names[2] == 'crane' and "1 names repeat: 'crane' x2" in source
+
+
+def test_cards_file_that_is_not_text_is_named(tmp_path, capsys):
+    binary = tmp_path / 'cards.bin'
+    binary.write_bytes(bytes(range(256)) * 8)
+    assert cli_main(['card', MODEL, '--cards', str(binary)]) == 1
+    err = capsys.readouterr().err
+    assert f'model cards file {binary} is not UTF-8 text' in err and len(err.strip().splitlines()) == 1
+
+
+def test_hub_weights_without_network_fail_at_once_saying_why(monkeypatch, tmp_path):
+    import errno
+    import socket
+    import huggingface_hub.constants
+    from timm_posembed.models import PretrainedWeightsUnavailableError
+
+    def no_network(*args, **kwargs):
+        raise OSError(errno.ENETUNREACH, os.strerror(errno.ENETUNREACH))
+
+    monkeypatch.setattr(huggingface_hub.constants, 'HF_HUB_OFFLINE', False)
+    monkeypatch.setattr(huggingface_hub.constants, 'HF_HUB_CACHE', str(tmp_path))
+    for var in ('HTTPS_PROXY', 'https_proxy', 'ALL_PROXY', 'all_proxy'):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(socket, 'create_connection', no_network)
+    start = time.monotonic()
+    with pytest.raises(PretrainedWeightsUnavailableError) as info:
+        timm.create_model(MODEL, pretrained=True)
+    assert time.monotonic() - start < 5, 'retried instead of failing at once'
+    msg = str(info.value)
+    assert 'huggingface.co:443 cannot be reached (Network is unreachable)' in msg
+    assert 'HF_HUB_OFFLINE=1 makes it fail at once' in msg
+
+
+def test_card_refuses_a_repo_id_that_would_land_in_its_code(capsys):
+    assert cli_main(['card', MODEL, '--repo-id', "evil/x')<script>"]) == 1
+    err = capsys.readouterr()
+    assert "--repo-id \"evil/x')<script>\" is not a valid Hub repo id" in err.err and err.out == ''

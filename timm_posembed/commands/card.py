@@ -26,7 +26,7 @@ def run(args) -> int:
     from ..hub.card_format import ModelCardError
     from ..hub.cards import hub_readme
     from ..hub.checkpoints import PublishError
-    from ..hub.naming import default_repo_id, resolve_model_name
+    from ..hub.naming import check_repo_id, default_repo_id, resolve_model_name, tag_from_repo_id
     from ..models import list_model_info
 
     if bool(args.model) == bool(args.check):
@@ -35,8 +35,8 @@ def run(args) -> int:
     failures = 0
     for name in names:
         try:
-            arch, tag, registered = resolve_model_name(name)
-            repo_id = args.repo_id or default_repo_id(arch, tag)
+            arch, tag, registered = resolve_model_name(name, tag_from_repo_id(name, args.repo_id))
+            repo_id = check_repo_id(args.repo_id or default_repo_id(arch, tag))
             text = hub_readme(arch, tag, registered, repo_id, {}, dataset=args.dataset, cards_path=args.cards)
         except (PublishError, ModelCardError) as e:
             failures += 1

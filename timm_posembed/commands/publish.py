@@ -18,11 +18,14 @@ def register(subparsers) -> None:
     p.add_argument('--tag', default=None, help='pretrained tag (default: the model\'s default tag)')
     p.add_argument('--repo-id', default=None,
                    help='Hub repo ORG/NAME.TAG (default: the registered hf_hub_id under this package\'s org)')
-    p.add_argument('--out', required=True, help='folder to write (must be new or empty unless --overwrite)')
+    p.add_argument('--out', required=True,
+                   help='folder to write: new, empty, or (with --overwrite) the output of an earlier publish')
     p.add_argument('--ema', action='store_true', help='publish the EMA weights (state_dict_ema) of the checkpoint')
     p.add_argument('--dry-run', action='store_true', help='write the folder only, do not upload')
     p.add_argument('--private', action='store_true', help='create the Hub repo as private')
-    p.add_argument('--overwrite', action='store_true', help='replace the contents of a non-empty --out')
+    p.add_argument('--overwrite', action='store_true',
+                   help='replace an --out that an earlier publish wrote (holding nothing but config.json, '
+                        'model.safetensors, README.md); any other folder is refused untouched')
     p.add_argument('--label-names', default=None, metavar='FILE',
                    help='class names in classifier order (one per line, or a JSON list); default: from the '
                         'train.py run\'s --class-map or class folders when they are on this machine')

@@ -29,6 +29,8 @@ _HEADING_RE = re.compile(r'^(?P<hashes>#{1,6})\s+(?P<text>.+?)\s*#*\s*$')
 _FENCE_RE = re.compile(r'^\s*(```|~~~)')
 _BIBTEX_RE = re.compile(r'^```bibtex\s*\n(?P<body>.*?)^```\s*$', re.MULTILINE | re.DOTALL)
 _MODEL_NAME_RE = re.compile(r'^[a-z0-9_]+(\.[a-z0-9_]+)?$')
+# The package's MODEL_CARDS.md is ~35 KB for a dozen models; 16 MB is room for thousands, and bounds a wrong file.
+_MAX_CARDS_BYTES = 16 * 2 ** 20
 
 
 class ModelCardError(ValueError):
@@ -227,8 +229,21 @@ def default_cards_path() -> Path:
 def load_model_cards(path: Optional[Union[str, Path]] = None) -> Dict[str, ModelCard]:
     path = Path(path) if path else default_cards_path()
     if not path.is_file():
-        raise ModelCardError(f'model cards file {path} does not exist; pass the path of MODEL_CARDS.md')
-    return parse_model_cards(path.read_text(encoding='utf-8'), source=str(path))
+        problem = 'is not a regular file' if path.exists() else 'does not exist'
+        raise ModelCardError(f'model cards file {path} {problem}; pass the path of MODEL_CARDS.md')
+    size = path.stat().st_size
+    if size > _MAX_CARDS_BYTES:
+        raise ModelCardError(f'model cards file {path} is {size} bytes; MODEL_CARDS.md is Markdown text of at most '
+                             f'{_MAX_CARDS_BYTES} bytes: pass the path of MODEL_CARDS.md')
+    try:
+        text = path.read_text(encoding='utf-8')
+    except UnicodeDecodeError as e:
+        raise ModelCardError(f'model cards file {path} is not UTF-8 text ({e.reason} at byte {e.start}); expected '
+                             f'MODEL_CARDS.md (Markdown)') from None
+    if '\0' in text:
+        raise ModelCardError(f'model cards file {path} holds NUL bytes, so it is not text; expected MODEL_CARDS.md '
+                             f'(Markdown)')
+    return parse_model_cards(text, source=str(path))
 
 
 def find_card(cards: Dict[str, ModelCard], model_name: str) -> ModelCard:

@@ -4,19 +4,21 @@
 ours, labelled), limitations and extra sections in between. ``hub_readme`` gathers the facts (registry cfg, measured
 stats) and renders; ``render_hub_readme`` only lays them out.
 """
+import html
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
 import torch
+import yaml
 from timm.models import get_pretrained_cfg
 
 from ..measure.complexity import ModelStats, measure_model
 from ..version import __version__
 from .card_format import ModelCard, ModelCardError, dataset_from_tag, find_card, load_model_cards, shift_headings
 
-__all__ = ['HubCardFacts', 'render_hub_readme', 'hub_readme']
+__all__ = ['HubCardFacts', 'render_hub_readme', 'hub_readme', 'check_dataset_id', 'markdown_text']
 
 
 @dataclass(frozen=True)
@@ -33,9 +35,43 @@ class HubCardFacts:
     extra_details: Dict[str, str] = field(default_factory=dict)
 
 
-def _yaml_str(value: str) -> str:
-    # Front matter values are plain scalars unless they contain YAML-significant characters.
-    return value if re.fullmatch(r'[A-Za-z0-9_.\-/]+', value) else '"' + value.replace('"', '\\"') + '"'
+# A Hub dataset id: NAME or ORG/NAME of letters, digits, "-", "_" and "." (what the Hub accepts, 96 characters each).
+_DATASET_ID = re.compile(r'[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?')
+
+
+def check_dataset_id(value: str, what: str = '--dataset') -> str:
+    """``value`` if it is a Hub dataset id (the card's front matter lists it and its Model Details state it)."""
+    if not isinstance(value, str) or not _DATASET_ID.fullmatch(value) or '..' in value:
+        raise ModelCardError(f'{what} {value!r} is not a Hub dataset id; expected NAME or ORG/NAME of letters, '
+                             f'digits, "-", "_" and ".", e.g. imagenet-1k or zh-plus/tiny-imagenet')
+    return value
+
+
+# "_" between letters or digits (model_best.pth) never starts emphasis (CommonMark), so only other ones are escaped
+_MARKDOWN_SPECIAL = re.compile(r'([\\`*\[\]|~]|(?<![^\W_])_|_(?![^\W_]))')
+
+
+def markdown_text(value: str) -> str:
+    """``value`` as literal text on one Markdown line: line breaks (``\\n``, ``\\r``, U+2028, ...) and other control
+    characters become spaces, HTML is escaped, and the characters of inline markup (emphasis, code, links, images,
+    table cells, strikethrough) are backslash-escaped, so a name read from a file can neither start a block nor
+    inject a link, image or tag. (The value follows a list item's label, so line-start markup such as # or > does
+    not apply.)"""
+    flat = ''.join(' ' if (ord(c) < 32 or 0x7f <= ord(c) < 0xa0 or c in '\u2028\u2029\x85') else c for c in value)
+    return _MARKDOWN_SPECIAL.sub(r'\\\1', html.escape(flat, quote=False))
+
+
+def _front_matter(facts: 'HubCardFacts') -> str:
+    """The YAML front matter, written by a YAML emitter (every value quoted as it needs)."""
+    front: Dict[str, Any] = {
+        'tags': ['image-classification', 'timm', 'timm_posembed'],
+        'library_name': 'timm',
+        'license': facts.license,
+        'pipeline_tag': 'image-classification',
+    }
+    if facts.datasets:
+        front['datasets'] = list(facts.datasets)
+    return '---\n' + yaml.safe_dump(front, sort_keys=False, allow_unicode=True, default_flow_style=False) + '---'
 
 
 def _usage(create_name: str, stats: ModelStats) -> str:
@@ -96,13 +132,6 @@ def _transformers_usage(repo_id: str) -> str:
 def render_hub_readme(card: ModelCard, facts: HubCardFacts) -> str:
     """The Hub ``README.md`` for ``facts.model_name`` from its ``card``, in timm's card format."""
     stats = facts.stats
-    tags = ['image-classification', 'timm', 'timm_posembed']
-    front = ['---', 'tags:'] + [f'- {t}' for t in tags]
-    front += ['library_name: timm', f'license: {_yaml_str(facts.license)}', 'pipeline_tag: image-classification']
-    if facts.datasets:
-        front += ['datasets:'] + [f'- {_yaml_str(d)}' for d in facts.datasets]
-    front.append('---')
-
     details = [
         '- **Model Type:** Image classification / feature backbone',
         '- **Model Stats:**',
@@ -117,15 +146,15 @@ def render_hub_readme(card: ModelCard, facts: HubCardFacts) -> str:
     if facts.paper_ids:
         details.append(f'- **Paper ids:** {", ".join(facts.paper_ids)}')
     if facts.datasets:
-        details.append(f'- **Dataset:** {", ".join(facts.datasets)}')
+        details.append(f'- **Dataset:** {", ".join(markdown_text(d) for d in facts.datasets)}')
     if facts.weights_note:
-        details.append(f'- **Weights:** {facts.weights_note}')
+        details.append(f'- **Weights:** {markdown_text(facts.weights_note)}')
     details.append(f'- **Code:** timm_posembed {__version__} (`pip install timm-posembed`; '
                    f'`import timm_posembed` registers the model with timm)')
     for key, value in facts.extra_details.items():
-        details.append(f'- **{key}:** {value}')
+        details.append(f'- **{markdown_text(key)}:** {markdown_text(value)}')
 
-    parts = ['\n'.join(front), f'# Model card for {facts.model_name}', '',
+    parts = [_front_matter(facts), f'# Model card for {facts.model_name}', '',
              f'**{card.title}**', '', card.section('Description').strip(), '',
              '## Model Details', '\n'.join(details), '',
              '## Model Usage', _usage(facts.create_name, stats).rstrip(), '',
@@ -173,7 +202,7 @@ def hub_readme(
     """The README.md for ``arch.tag`` published at ``repo_id`` (a ``ModelCardError`` if MODEL_CARDS.md has no card).
     ``model`` is the built model to measure (built from ``model_kwargs`` when not given)."""
     card = find_card(load_model_cards(cards_path), f'{arch}.{tag}')
-    dataset = dataset or dataset_from_tag(tag)
+    dataset = check_dataset_id(dataset) if dataset else dataset_from_tag(tag)
     if not dataset:
         raise ModelCardError(f'cannot tell the dataset of tag {tag!r} (timm-style tags name it, like in1k or in100); '
                            f'pass --dataset NAME (a Hub dataset id such as imagenet-1k)')

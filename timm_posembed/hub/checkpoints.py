@@ -6,11 +6,15 @@ and metric), unpickling nothing but tensors, plain containers and ``argparse.Nam
 train.py's arguments into model arguments.
 """
 import argparse
+import inspect
 import pickle
+import re
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Union
 
+import timm
 import torch
 from timm.models import clean_state_dict, get_pretrained_cfg, resolve_model_input_args
 
@@ -18,7 +22,7 @@ from .._checks import few_names
 
 __all__ = [
     'PublishError', 'TrainCheckpoint', 'read_checkpoint', 'checkpoint_model_kwargs',
-    'dataset_from_train_args', 'nonfinite_tensors',
+    'dataset_from_train_args', 'nonfinite_tensors', 'architecture_kwargs',
 ]
 
 # train.py pickles its argparse.Namespace with the weights; it only carries plain values, so it is safe to allow.
@@ -65,6 +69,26 @@ def _sniff_format(path: Path) -> str:
     return 'unknown'
 
 
+# torch.save stores its zip members uncompressed, so their sizes add up to about the file's size; an archive that
+# claims more was compressed by something else and could expand without bound when torch reads it.
+_ZIP_SLACK_BYTES = 2 ** 20
+_MAX_ZIP_MEMBERS = 100_000
+
+
+def _check_zip_bounds(path: Path) -> None:
+    size = path.stat().st_size
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return  # not a readable zip: torch.load says so below
+    expanded = sum(m.file_size for m in members)
+    if len(members) > _MAX_ZIP_MEMBERS or expanded > 2 * size + _ZIP_SLACK_BYTES:
+        raise PublishError(f'{path} is a zip archive of {size} bytes whose {len(members)} members expand to '
+                           f'{expanded} bytes; torch.save writes them uncompressed, so this is not a checkpoint it '
+                           f'wrote (refusing to expand it). Re-save the weights with torch.save or as safetensors.')
+
+
 def _read_safetensors(path: Path, use_ema: bool) -> 'TrainCheckpoint':
     if use_ema:
         raise PublishError(f'{path} is a safetensors file, which holds one set of weights; --ema applies to '
@@ -94,6 +118,13 @@ def read_checkpoint(path: Union[str, Path], use_ema: bool = False) -> TrainCheck
                            f'checkpoint (model_best.pth.tar) or a .safetensors file')
     if kind == 'safetensors' or (kind == 'unknown' and path.suffix == '.safetensors'):
         return _read_safetensors(path, use_ema)
+    if kind == 'unknown':
+        with open(path, 'rb') as f:
+            head = f.read(8)
+        raise PublishError(f'{path} is not a PyTorch checkpoint nor a safetensors file (it starts with {head!r}; '
+                           f'torch.save writes a zip archive starting with b"PK", safetensors an 8-byte header '
+                           f'length then "{{"); pass a train.py checkpoint or a .safetensors file')
+    _check_zip_bounds(path)
 
     try:
         # a file object, not the name: torch.load would hand a file named *.safetensors to safetensors whatever it holds
@@ -105,16 +136,15 @@ def read_checkpoint(path: Union[str, Path], use_ema: bool = False) -> TrainCheck
             unsafe = ', '.join(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
         except Exception:  # the listing is only for the message; the refusal stands without it
             pass
-        raise PublishError(
-            f'refusing to load {path}: it needs Python objects beyond tensors and plain containers'
-            f'{" (" + unsafe + ")" if unsafe else ""}, and unpickling those could run arbitrary code. A train.py '
-            f'checkpoint needs none of them. If you trust the file, re-save just its weights with '
-            f'safetensors.torch.save_file and publish that.') from e
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        # torch's own text can run to a paragraph: its first sentence says what failed
-        reason = str(e).strip().splitlines()[0].split('. ')[0] if str(e).strip() else type(e).__name__
-        raise PublishError(f'{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {reason}. '
-                           f'Expected a complete train.py checkpoint; copy it again or use another epoch\'s.') from e
+        if unsafe or 'global' in str(e).lower():
+            raise PublishError(
+                f'refusing to load {path}: it needs Python objects beyond tensors and plain containers'
+                f'{" (" + unsafe + ")" if unsafe else ""}, and unpickling those could run arbitrary code. A '
+                f'train.py checkpoint needs none of them. If you trust the file, re-save just its weights with '
+                f'safetensors.torch.save_file and publish that.') from e
+        raise _unreadable(path, e) from e
+    except Exception as e:  # damaged content makes the unpickler raise IndexError, KeyError, struct.error, ...
+        raise _unreadable(path, e) from e
 
     if not isinstance(checkpoint, dict):
         raise PublishError(f'{path} holds a {type(checkpoint).__name__}, not a checkpoint: expected a train.py '
@@ -139,6 +169,10 @@ def read_checkpoint(path: Union[str, Path], use_ema: bool = False) -> TrainCheck
         state_dict, weights = checkpoint, 'state dict'
     if not isinstance(state_dict, dict):
         raise PublishError(f'{path}: {weights!r} is a {type(state_dict).__name__}, not a state dict')
+    not_names = [k for k in state_dict if not isinstance(k, str)]
+    if not_names:
+        raise PublishError(f'{path}: {weights!r} has keys that are not parameter names: '
+                           f'{few_names([repr(k) for k in not_names])}; expected a state dict (name -> tensor)')
     arch = checkpoint.get('arch') if isinstance(checkpoint.get('arch'), str) else train_args.get('model')
     return TrainCheckpoint(
         _checked_tensors(clean_state_dict(state_dict), path), path, weights, train_args=train_args,
@@ -148,7 +182,28 @@ def read_checkpoint(path: Union[str, Path], use_ema: bool = False) -> TrainCheck
     )
 
 
+def _unreadable(path: Path, e: BaseException) -> PublishError:
+    # torch's own text can run to a paragraph: its first sentence says what failed
+    reason = str(e).strip().splitlines()[0].split('. ')[0] if str(e).strip() else type(e).__name__
+    return PublishError(f'{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {reason}. '
+                        f'Expected a complete train.py checkpoint; copy it again or use another epoch\'s.')
+
+
+# A parameter name is a dotted path of module attribute names: printable, no spaces, and short (timm's longest are
+# under 100 characters). Anything else would land verbatim in error messages (a newline splits the one-line error).
+_PARAMETER_NAME = re.compile(r'[^\s\x00-\x1f\x7f-\x9f\u2028\u2029]{1,512}')
+
+
+def _shown(key: str) -> str:
+    return repr(key if len(key) <= 60 else key[:60] + '...')
+
+
 def _checked_tensors(state_dict: Mapping[str, Any], path: Path) -> Dict[str, torch.Tensor]:
+    not_names = [k for k in state_dict if not _PARAMETER_NAME.fullmatch(k)]
+    if not_names:
+        raise PublishError(f'{path}: the weights have keys that are not parameter names (control characters, '
+                           f'spaces, or over 512 characters): {few_names([_shown(k) for k in not_names], 3)}; '
+                           f'expected a state dict')
     not_tensors = [k for k, v in state_dict.items() if not isinstance(v, torch.Tensor)]
     if not_tensors:
         raise PublishError(
@@ -167,6 +222,35 @@ def nonfinite_tensors(state_dict: Mapping[str, torch.Tensor]) -> List[str]:
             if count:
                 bad.append(f'{name} ({count} of {tensor.numel()} values)')
     return bad
+
+
+def architecture_kwargs(arch: str) -> FrozenSet[str]:
+    """The arguments that define ``arch``'s architecture: the named parameters of its model class's constructor,
+    following ``**kwargs`` up to the timm class it passes them to, less ``device`` / ``dtype``. The only kwargs
+    publish passes to ``create_model``; the rest of what create_model accepts (``pretrained``, ``checkpoint_path``,
+    ``pretrained_cfg(_overlay)``, ``cache_dir``, ``features_only``, ...) loads files, reaches the network or builds
+    something else, and a checkpoint's record is untrusted. The class is read off a model built on the meta device
+    (no weights allocated)."""
+    with torch.device('meta'):
+        model_cls = type(timm.create_model(arch))
+    names = set()
+    for cls in model_cls.__mro__:
+        if cls in (torch.nn.Module, object):
+            break
+        params = inspect.signature(cls.__init__).parameters.values()
+        names |= {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        if not any(p.kind == p.VAR_KEYWORD for p in params):
+            break
+    return frozenset(names - {'self', 'device', 'dtype'})
+
+
+def _check_architecture_kwargs(arch: str, kwargs: Mapping[str, Any], source: str) -> None:
+    allowed = architecture_kwargs(arch)
+    refused = sorted(k for k in kwargs if k not in allowed)
+    if refused:
+        raise PublishError(f'{source} {", ".join(refused)}: not architecture arguments of {arch} (publish builds the '
+                           f'model from the weights and passes create_model only the arguments of its constructor: '
+                           f'{", ".join(sorted(allowed))}); drop them')
 
 
 def checkpoint_model_kwargs(
@@ -190,11 +274,17 @@ def checkpoint_model_kwargs(
                                     or num_classes < 0):
         raise PublishError(f'{checkpoint.path}: train.py recorded num_classes={num_classes!r}, expected a class '
                            f'count; pass --model-kwargs num_classes=N')
+    _check_architecture_kwargs(arch, recorded, f'{checkpoint.path}: train.py recorded model_kwargs')
+    _check_architecture_kwargs(arch, overrides or {}, '--model-kwargs')
+    gp = args.get('gp')
+    if gp is not None and not isinstance(gp, str):
+        raise PublishError(f'{checkpoint.path}: train.py recorded gp={gp!r}, expected a global pool name (like avg '
+                           f'or token); pass --model-kwargs global_pool=NAME')
     kwargs: Dict[str, Any] = dict(recorded)
     if args.get('num_classes') is not None:
         kwargs['num_classes'] = args['num_classes']
-    if args.get('gp'):
-        kwargs['global_pool'] = args['gp']
+    if gp:
+        kwargs['global_pool'] = gp
     kwargs.update(overrides or {})
     if 'num_classes' not in kwargs:
         cfg = get_pretrained_cfg(f'{arch}.{tag}' if tag_registered else arch)
@@ -215,9 +305,15 @@ def checkpoint_model_kwargs(
 
 
 def dataset_from_train_args(checkpoint: TrainCheckpoint) -> Optional[str]:
-    """The Hub dataset a train.py run read (its ``--dataset hfds/NAME`` / ``hfids/NAME``), else None."""
+    """The Hub dataset a train.py run read (its ``--dataset hfds/NAME`` / ``hfids/NAME``), else None; a
+    ``PublishError`` when the recorded name is not a Hub dataset id (it would land in the card)."""
+    from .card_format import ModelCardError
+    from .cards import check_dataset_id
     dataset = checkpoint.train_args.get('dataset') or ''
     for prefix in ('hfds/', 'hfids/'):
         if isinstance(dataset, str) and dataset.startswith(prefix) and len(dataset) > len(prefix):
-            return dataset[len(prefix):]
+            try:
+                return check_dataset_id(dataset[len(prefix):], f'{checkpoint.path}: train.py recorded dataset')
+            except ModelCardError as e:
+                raise PublishError(f'{e}; pass --dataset NAME for the card') from e
     return None

@@ -8,6 +8,7 @@ entries read, and a class folder that is a link leading outside the training fol
 import json
 import os
 import pickle
+from collections import Counter
 from pathlib import Path
 from typing import Any, List, Mapping, Optional, Tuple, Union
 
@@ -39,6 +40,20 @@ def _read_names_file(path: Path, what: str) -> str:
     except UnicodeDecodeError as e:
         raise PublishError(f'{what} {path} is not UTF-8 text ({e.reason} at byte {e.start}); expected one class '
                            f'name per line, or a JSON list, in UTF-8') from e
+
+
+def _repeats_note(names: List[str], path: Path) -> str:
+    """'' when every name is distinct; a note naming the repeated ones (ImageNet-1k's list has two: crane and
+    maillot); a ``PublishError`` when all of several names are the same, which is no list of classes."""
+    counts = Counter(names)
+    if len(names) > 1 and len(counts) == 1:
+        raise PublishError(f'--label-names {path}: all {len(names)} names are {names[0]!r}; expected the class '
+                           f'names in classifier order, one per class')
+    repeated = [f'{n!r} x{c}' for n, c in counts.most_common() if c > 1]
+    if not repeated:
+        return ''
+    return (f' (note: {len(repeated)} names repeat: {", ".join(repeated[:3])}{", ..." if len(repeated) > 3 else ""}; '
+            f'the model card and id2label show them as given)')
 
 
 def _has_image(folder: str, extensions) -> bool:
@@ -121,13 +136,17 @@ def resolve_label_names(
                 names = json.loads(text)
             except json.JSONDecodeError as e:
                 raise PublishError(f'--label-names {path}: not valid JSON ({e}); expected a list of names') from e
+            except RecursionError:  # '[[[[...' nested deeper than the parser's stack
+                raise PublishError(f'--label-names {path}: JSON nested too deep; expected a flat list of names'
+                                   ) from None
             if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
                 raise PublishError(f'--label-names {path}: expected a JSON list of class names')
         else:
-            names = [line.strip() for line in text.splitlines() if line.strip()]
+            # '\n' only: str.splitlines also splits at U+2028, \x0c, \x1c, ... which may sit inside a name
+            names = [line.strip() for line in text.split('\n') if line.strip()]
         if len(names) != num_classes:
             raise PublishError(f'--label-names {path} has {len(names)} names but the model has {num_classes} classes')
-        return names, f'--label-names {path}'
+        return names, f'--label-names {path}{_repeats_note(names, path)}'
 
     # recorded values of other types (a hand-made or hostile checkpoint) count as not recorded
     args = {k: v for k, v in (train_args or {}).items() if isinstance(v, str)}

@@ -10,7 +10,7 @@ from .checkpoints import PublishError
 from .cards import dataset_from_tag
 from ..models import HF_HUB_ORG, hub_id, model_info, timm_blocks_tag_refusal
 
-__all__ = ['resolve_model_name', 'check_default_tag_fits', 'default_repo_id', 'check_repo_id']
+__all__ = ['resolve_model_name', 'check_default_tag_fits', 'default_repo_id', 'check_repo_id', 'tag_from_repo_id']
 
 
 def resolve_model_name(model: str, tag: Optional[str] = None) -> Tuple[str, str, bool]:
@@ -34,6 +34,21 @@ def resolve_model_name(model: str, tag: Optional[str] = None) -> Tuple[str, str,
     if not re.fullmatch(r'[a-z0-9_]+', tag):
         raise PublishError(f'--tag {tag!r}: a pretrained tag is lower-case letters, digits and "_" (like in100)')
     return arch, tag, tag in registered
+
+
+def tag_from_repo_id(model: str, repo_id: Optional[str]) -> Optional[str]:
+    """The tag that ``--repo-id ORG/ARCH.TAG`` names for ``--model ARCH`` (None when the model names a tag itself,
+    or the repo's name is not ARCH.TAG): the repo name says what the weights are, so it need not be repeated."""
+    arch, name_tag = split_model_name_tag(model)
+    if name_tag or not repo_id or repo_id.count('/') != 1:
+        return None
+    repo_arch, _, repo_tag = repo_id.split('/')[1].partition('.')
+    if repo_arch != arch or not repo_tag:
+        return None
+    if not re.fullmatch(r'[a-z0-9_]+', repo_tag):
+        raise PublishError(f'--repo-id {repo_id}: its tag {repo_tag!r} is not a pretrained tag (lower-case letters, '
+                           f'digits and "_", like in100); name the repo ORG/{arch}.TAG, or pass --tag TAG')
+    return repo_tag
 
 
 def check_default_tag_fits(arch: str, tag: str, num_classes: int, source: Path) -> None:

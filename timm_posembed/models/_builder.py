@@ -16,6 +16,10 @@ trained as. ``timm-posembed publish`` uses the same check. It runs before timm's
 another architecture load silently, leaving its missing layers at random init.
 """
 import importlib
+import os
+import pickle
+import socket
+import urllib.parse
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Type
 
 import torch
@@ -26,6 +30,7 @@ from huggingface_hub.errors import (
     LocalEntryNotFoundError,
     OfflineModeIsEnabled,
 )
+from safetensors import SafetensorError
 from timm.models import build_model_with_cfg, clean_state_dict, resolve_pretrained_cfg
 
 from .._checks import few_names
@@ -48,7 +53,10 @@ class CheckpointMismatchError(ValueError):
 def _unavailable_error_types() -> Tuple[Type[BaseException], ...]:
     # Errors that mean "the weights are not where the cfg says" (not published, offline, no such file), as opposed
     # to errors about the weights themselves (a checkpoint that does not fit), which keep their own message.
-    types = [HfHubHTTPError, EntryNotFoundError, LocalEntryNotFoundError, OfflineModeIsEnabled, OSError]
+    types = [HfHubHTTPError, EntryNotFoundError, LocalEntryNotFoundError, OfflineModeIsEnabled, OSError,
+             # a weights file that is found but cannot be read (truncated, or not a checkpoint): the raw errors do
+             # not name the file
+             SafetensorError, pickle.UnpicklingError, EOFError]
     # huggingface_hub talks to the Hub through httpx2 (2.x), httpx (1.x) or requests (0.x); the first two's
     # transport errors are not OSErrors.
     for module_name, error_name in (('httpx2', 'TransportError'), ('httpx', 'TransportError'),
@@ -76,8 +84,9 @@ def explain_unavailable_weights(cfg: Dict[str, Any], cause: BaseException) -> st
         where = f'the local file/folder {file!r}, which could not be read ({reason})'
     elif hf_hub_id:
         where = (f'the Hugging Face Hub repo {hf_hub_id!r} (tag {tag!r}) ({reason}). Either the weights have not '
-                 f'been published there yet, or the Hub is unreachable (no network, or HF_HUB_OFFLINE=1 with '
-                 f'nothing in the local cache)')
+                 f'been published there yet, or the Hub is unreachable (no network: huggingface_hub retries for '
+                 f'about 20 s first, and HF_HUB_OFFLINE=1 makes it fail at once using only the local cache; or '
+                 f'HF_HUB_OFFLINE=1 with nothing in the local cache)')
     else:
         where = f'{cfg.get("url") or "its configured source"} ({reason})'
     tag_opt = f' --tag {tag}' if tag else ''
@@ -232,12 +241,53 @@ def build_with_helpful_pretrained_errors(
     if not pretrained:
         return build_model_with_cfg(model_cls, variant, pretrained, **kwargs)
     kwargs['pretrained_filter_fn'] = _fitting_filter(kwargs.get('pretrained_filter_fn'), kwargs)
-    try:
-        return build_model_with_cfg(model_cls, variant, pretrained, **kwargs)
-    except _UNAVAILABLE_ERRORS as e:
-        cfg = resolve_pretrained_cfg(
+
+    def resolved_cfg() -> Dict[str, Any]:
+        return resolve_pretrained_cfg(
             variant,
             pretrained_cfg=kwargs.get('pretrained_cfg'),
             pretrained_cfg_overlay=kwargs.get('pretrained_cfg_overlay'),
         ).to_dict()
-        raise PretrainedWeightsUnavailableError(explain_unavailable_weights(cfg, e)) from e
+
+    unreachable = _hub_unreachable(resolved_cfg())
+    if unreachable:
+        raise PretrainedWeightsUnavailableError(
+            explain_unavailable_weights(resolved_cfg(), ConnectionError(unreachable)))
+    try:
+        return build_model_with_cfg(model_cls, variant, pretrained, **kwargs)
+    except _UNAVAILABLE_ERRORS as e:
+        raise PretrainedWeightsUnavailableError(explain_unavailable_weights(resolved_cfg(), e)) from e
+
+
+# How long to wait for a TCP connection to the Hub before calling it unreachable: a reachable Hub answers in well
+# under a second; without network huggingface_hub would otherwise retry for ~20 s before failing.
+_HUB_PROBE_TIMEOUT_S = 2.0
+_WEIGHT_FILES = ('model.safetensors', 'pytorch_model.bin')  # what timm's Hub loader looks for, in order
+
+
+def _hub_unreachable(cfg: Mapping[str, Any]) -> Optional[str]:
+    """Why the Hub cannot be reached, found within ``_HUB_PROBE_TIMEOUT_S``; None when the weights do not come
+    from the Hub, are in the local cache, offline mode is set (it fails at once by itself), a proxy is configured
+    (a direct connection says nothing then), or the Hub answers."""
+    hf_hub_id = cfg.get('hf_hub_id')
+    if not hf_hub_id or cfg.get('state_dict') is not None or (cfg.get('file') and cfg.get('source') != 'hf-hub'):
+        return None
+    from huggingface_hub import constants, try_to_load_from_cache
+    if constants.HF_HUB_OFFLINE or any(os.environ.get(v) for v in ('HTTPS_PROXY', 'https_proxy', 'ALL_PROXY',
+                                                                    'all_proxy')):
+        return None
+    repo_id, _, revision = str(hf_hub_id).partition('@')
+    for filename in _WEIGHT_FILES:
+        try:
+            if isinstance(try_to_load_from_cache(repo_id, filename, revision=revision or None), str):
+                return None
+        except ValueError:  # not a valid repo id: huggingface_hub says so itself
+            return None
+    endpoint = urllib.parse.urlparse(constants.ENDPOINT)
+    host, port = endpoint.hostname or 'huggingface.co', endpoint.port or (80 if endpoint.scheme == 'http' else 443)
+    try:
+        socket.create_connection((host, port), timeout=_HUB_PROBE_TIMEOUT_S).close()
+    except OSError as e:
+        return (f'{host}:{port} cannot be reached ({e.strerror or e or type(e).__name__}), checked before the '
+                f'download instead of retrying for ~20 s')
+    return None
