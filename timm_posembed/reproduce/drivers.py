@@ -108,7 +108,8 @@ def table_driver_main(table_id: str, argv: Optional[Sequence[str]] = None,
         p.error(f'--epochs must be >= 1, got {args.epochs}')
     try:
         recipe_path = resolve_recipe(args.recipe) if args.recipe else table.recipe_path
-    except FileNotFoundError as e:
+        load_recipe(recipe_path)  # a hostile or mistyped recipe is refused before anything is launched
+    except (FileNotFoundError, ValueError) as e:
         p.error(str(e))
     specs = [s for s, r in zip(runs_for_table(table), table.rows) if args.rows is None or r.id in args.rows]
     if args.epochs is not None:
