@@ -322,8 +322,7 @@ def plot_curves(series: Sequence[Tuple[str, Run]], path: Path, title: str = '') 
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(path)  # its folder must exist: no folders are created beside the file asked for
     try:
         write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=120, format=path.suffix.lstrip('.') or 'png'))
     finally:
