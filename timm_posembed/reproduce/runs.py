@@ -125,8 +125,8 @@ def _read_summary(summary_path: Path) -> Tuple[List[str], List[Tuple[int, Dict[s
         header = list(reader.fieldnames or [])
         for row in reader:
             rows.append((reader.line_num, row))
-    except csv.Error as e:  # e.g. a field over csv's 128 KiB limit, a NUL byte
-        raise RunFormatError(f'{summary_path}:{reader.line_num}: not a train.py summary line ({e})') from None
+    except csv.Error as e:  # e.g. a field over csv's 128 KiB limit; line_num counts the lines read before it
+        raise RunFormatError(f'{summary_path}:{reader.line_num + 1}: not a train.py summary line ({e})') from None
     return header, rows, not raw.endswith(b'\n')
 
 
