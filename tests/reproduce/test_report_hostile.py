@@ -96,7 +96,9 @@ M = b'model: vit_small_supertoken_conv\n'
     (M + b'epochs: .inf\n', r'args.yaml:2: epochs must be an integer >= 0, got inf'),
     (M + b'epochs: 3\nmodel_kwargs: 5\n', r'args.yaml:3: model_kwargs must be a mapping'),
     (M + b'epochs: 3\nnum_classes: abc\n', r'args.yaml:3: num_classes must be an integer'),
-    (b'model: [1, 2]\nepochs: 3\n', r'args.yaml:1: model must be a model name'),
+    (b'model: [1, 2]\nepochs: 3\n', r'args.yaml:1: model must be a timm model name'),
+    (b'model: "a|b\\n---\\n<script>"\nepochs: 3\n', r'args.yaml:1: model must be a timm model name'),
+    (M + b'epochs: 1\nepochs: 2\n', r"args.yaml:3: 'epochs' is set twice \(also on line 2\)"),
     (b'- just\n- a list\n', r'args.yaml: is a list, not a mapping of keys'),
 ])
 def test_malformed_args_yaml_names_file_and_line(tmp_path, capsys, args_yaml, message):
@@ -154,3 +156,25 @@ def test_plot_below_a_file_or_in_a_missing_folder_is_refused_before_any_work(tmp
     err = _report_error(capsys, tmp_path / 'runs', '--plot', missing)
     assert f'the folder {missing.parent} does not exist' in err
     assert not (tmp_path / 'new').exists() and a_file.read_text() == 'x'
+
+
+def test_a_run_file_that_is_not_a_regular_file_is_named_not_read(tmp_path, capsys):
+    run = write_run(tmp_path, 'r', ST, [10.0])
+    (run / 'args.yaml').unlink()
+    os.mkfifo(run / 'args.yaml')  # reading it would block until a writer comes
+    assert f'{run / "args.yaml"} is not a regular file' in _report_error(capsys, run)
+
+
+def test_a_byte_order_mark_and_newlines_in_kwargs_do_not_break_the_report(tmp_path, capsys):
+    run = write_run(tmp_path, 'r', ST, [10.0, 20.0], model_kwargs={'note': 'two\nlines | and a pipe'})
+    (run / 'summary.csv').write_bytes(b'\xef\xbb\xbf' + (run / 'summary.csv').read_bytes())
+    assert main(['report', str(run)]) == 0
+    rows = capsys.readouterr().out.strip().splitlines()
+    assert len(rows) == 3 and 'note=two lines \\| and a pipe' in rows[2] and '| 20.00 |' in rows[2]
+
+
+def test_reproduce_without_train_py_is_a_usage_error_not_a_traceback(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(['reproduce', 'stoken-in100-iterations', '--data-dir', str(tmp_path), '--timm-repo', str(tmp_path)])
+    assert e.value.code == 2
+    assert f'no train.py in the timm repository {tmp_path}' in capsys.readouterr().err

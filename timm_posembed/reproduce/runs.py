@@ -62,6 +62,7 @@ class Run:
 
 # A summary.csv line is ~100 bytes: 16 MiB is >100k epochs. Read at most this much, whatever the file claims.
 MAX_SUMMARY_BYTES = 16 << 20
+_MODEL_NAME = re.compile(r'^[\w.\-/:]{1,200}$')  # timm names, tags and hf-hub:org/name; no spaces, newlines, markup
 _TOP_K = re.compile(r'(^|_)top\d+$')  # eval_top1, eval_top5, ...: percentages
 
 
@@ -78,8 +79,8 @@ def _check_args(doc: YamlFile) -> Dict[str, Any]:
     def is_int(value: Any) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
 
-    if not isinstance(args['model'], str) or not args['model']:
-        raise wrong('model', 'a model name')
+    if not isinstance(args['model'], str) or not _MODEL_NAME.match(args['model']):
+        raise wrong('model', 'a timm model name (letters, digits, _ . - / :)')
     if not is_int(args['epochs']) or args['epochs'] < 0:
         raise wrong('epochs', 'an integer >= 0')
     for key, minimum in (('cooldown_epochs', 0), ('num_classes', 1), ('seed', None)):
@@ -114,7 +115,7 @@ def _read_summary(summary_path: Path) -> Tuple[List[str], List[Tuple[int, Dict[s
         raise RunFormatError(f'{summary_path}: larger than {MAX_SUMMARY_BYTES:,} bytes, too large for a train.py '
                              f'summary.csv; is it the right file?')
     try:
-        text = raw.decode('utf-8')
+        text = raw.decode('utf-8-sig')  # a byte-order mark (a spreadsheet's re-save) is not part of the header
     except UnicodeDecodeError as e:
         line = raw[:e.start].count(b'\n') + 1
         raise RunFormatError(f'{summary_path}:{line}: not UTF-8 text (byte {e.start}); train.py writes a UTF-8 '
@@ -134,6 +135,8 @@ def load_run(run_dir: Path) -> Run:
     run_dir = Path(run_dir)
     args_path, summary_path = run_dir / ARGS_FILE, run_dir / SUMMARY_FILE
     for p in (args_path, summary_path):
+        if p.exists() and not p.is_file():  # a folder, a FIFO, a device: reading it would block or never end
+            raise RunFormatError(f'{p} is not a regular file; expected the {p.name} timm\'s train.py writes')
         if not p.is_file():
             raise RunFormatError(
                 f'{run_dir} has no {p.name}; expected a timm train.py output folder holding {ARGS_FILE} and '

@@ -120,7 +120,11 @@ def read_yaml_file(
     if isinstance(node, yaml.MappingNode):
         for key_node, _ in node.value:
             if isinstance(key_node, yaml.ScalarNode):
-                key_lines.setdefault(str(key_node.value), key_node.start_mark.line + 1)
+                key, line = str(key_node.value), key_node.start_mark.line + 1
+                if key in key_lines:  # YAML would keep the last silently; which one the writer meant is unknown
+                    raise YamlFileError(f'{path}:{line}: {key!r} is set twice (also on line {key_lines[key]}); '
+                                        f'a {what} sets each key once')
+                key_lines[key] = line
     return YamlFile(path, data, key_lines)
 
 
