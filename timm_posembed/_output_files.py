@@ -93,6 +93,8 @@ def output_path_problem(option: str, path: Optional[Path], example_name: str) ->
         return f'{option} {path}: the folder {parent} {what}; create the folder or give another path'
     if path.is_dir():
         return f'{option} {path} is a folder; give a file path, e.g. {path / example_name}'
+    if path.exists() and not path.is_file():  # a device or FIFO would be replaced by a regular file
+        return f'{option} {path} is not a regular file (a device, FIFO or socket); give a file path'
     if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
         return f'{option} {path} is not writable; give a path in a folder you can write to'
     return None

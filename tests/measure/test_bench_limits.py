@@ -96,3 +96,12 @@ def test_output_on_a_full_or_read_only_disk_names_the_path_and_keeps_the_old_fil
                            f'({errno.errorcode[code]}); nothing was written (a previous file there is unchanged)')
     assert json.loads(out.read_text()) == {'previous': 'run'}
     assert [p.name for p in tmp_path.iterdir()] == [name]  # no staging file left
+
+
+def test_an_output_path_that_is_a_fifo_is_refused_not_replaced(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(bench, 'run_bench', _fake_run_bench)
+    fifo = tmp_path / 'bench.json'
+    os.mkfifo(fifo)
+    assert main(['bench', '--models', 'vit_tiny_cope', '--device', 'cpu', '--json', str(fifo)]) == 2
+    assert f'--json {fifo} is not a regular file' in capsys.readouterr().err
+    assert not fifo.is_file() and fifo.exists()
