@@ -105,3 +105,10 @@ def test_an_output_path_that_is_a_fifo_is_refused_not_replaced(tmp_path, capsys,
     assert main(['bench', '--models', 'vit_tiny_cope', '--device', 'cpu', '--json', str(fifo)]) == 2
     assert f'--json {fifo} is not a regular file' in capsys.readouterr().err
     assert not fifo.is_file() and fifo.exists()
+
+
+@pytest.mark.parametrize('device', ['meta', 'foo', 'cpu:x'])
+def test_a_device_bench_cannot_time_is_refused(capsys, monkeypatch, device):
+    monkeypatch.setattr(bench, '_prepare', _must_not_build)
+    assert main(['bench', '--models', 'vit_tiny_cope', '--device', device]) == 2
+    assert f"timm-posembed bench: error: device must be cpu or cuda[:N], got '{device}'" in capsys.readouterr().err

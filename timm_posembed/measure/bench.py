@@ -280,8 +280,17 @@ def run_bench(
     on a shared machine."""
     if cfg.precision not in PRECISIONS:
         raise ValueError(f'precision must be one of {list(PRECISIONS)}, got {cfg.precision!r}')
-    if cfg.device.startswith('cuda') and not torch.cuda.is_available():
+    try:
+        device = torch.device(cfg.device)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ('cpu', 'cuda'):  # 'meta' would time nothing, others are untested
+        raise ValueError(f'device must be cpu or cuda[:N], got {cfg.device!r}')
+    if device.type == 'cuda' and not torch.cuda.is_available():
         raise RuntimeError('device cuda asked for but torch sees no CUDA device; use --device cpu')
+    if device.type == 'cuda' and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f'device {cfg.device}: torch sees {torch.cuda.device_count()} CUDA device(s), '
+                         f'cuda:0..cuda:{torch.cuda.device_count() - 1}')
     ours = {i.name for i in list_model_info()}
     entries = select_models(patterns, with_baselines)
     _check_input_fits(cfg, entries)
