@@ -178,3 +178,11 @@ def test_reproduce_without_train_py_is_a_usage_error_not_a_traceback(tmp_path, c
         main(['reproduce', 'stoken-in100-iterations', '--data-dir', str(tmp_path), '--timm-repo', str(tmp_path)])
     assert e.value.code == 2
     assert f'no train.py in the timm repository {tmp_path}' in capsys.readouterr().err
+
+
+def test_a_folder_of_runs_is_looked_at_one_level_and_bounded(tmp_path, capsys, monkeypatch):
+    from timm_posembed.reproduce import runs
+    monkeypatch.setattr(runs, 'MAX_FOLDER_ENTRIES', 5, raising=False)
+    for i in range(6):
+        (tmp_path / 'many' / f'junk{i}').mkdir(parents=True)
+    assert f'{tmp_path / "many"} holds more than 5 entries' in _report_error(capsys, tmp_path / 'many')

@@ -8,6 +8,7 @@ refused with the file and line, never reported; both files are bounded in size b
 """
 import csv
 import io
+import itertools
 import math
 import re
 import warnings
@@ -62,6 +63,8 @@ class Run:
 
 # A summary.csv line is ~100 bytes: 16 MiB is >100k epochs. Read at most this much, whatever the file claims.
 MAX_SUMMARY_BYTES = 16 << 20
+# One level of a folder is looked at, and at most this many entries of it (a study of 7 tables x 5 seeds is ~200).
+MAX_FOLDER_ENTRIES = 10_000
 _MODEL_NAME = re.compile(r'^[\w.\-/:]{1,200}$')  # timm names, tags and hf-hub:org/name; no spaces, newlines, markup
 _TOP_K = re.compile(r'(^|_)top\d+$')  # eval_top1, eval_top5, ...: percentages
 
@@ -196,7 +199,11 @@ def load_runs(paths: Iterable[Path]) -> List[Run]:
             continue
         if not path.is_dir():
             raise RunFormatError(f'{path} is not a folder')
-        children = sorted(p for p in path.iterdir() if (p / SUMMARY_FILE).is_file())
+        entries = list(itertools.islice(path.iterdir(), MAX_FOLDER_ENTRIES + 1))
+        if len(entries) > MAX_FOLDER_ENTRIES:
+            raise RunFormatError(f'{path} holds more than {MAX_FOLDER_ENTRIES:,} entries; pass the run folders '
+                                 f'themselves or a folder of runs (train.py\'s OUTPUT), not a larger tree')
+        children = sorted(p for p in entries if (p / SUMMARY_FILE).is_file())
         if not children:
             raise RunFormatError(
                 f'{path} has no {SUMMARY_FILE} and no sub-folder with one; pass train.py output folders '
