@@ -47,13 +47,25 @@ def check_image_input(
         pad: bool = False,
         owner: str = '',
         hint: str = '',
+        weight: Optional[torch.Tensor] = None,
 ) -> None:
     """Raise ``ValueError`` unless ``x`` is a ``(B, in_chans, H, W)`` batch with ``(H, W) == img_size``
-    (when given), or else H and W multiples of ``reduction`` (unless the model pads, ``pad``).
+    (when given), or else H and W multiples of ``reduction`` (unless the model pads, ``pad``), of a floating-point
+    dtype: that of ``weight`` (the model's first parameter; a tensor, not a dtype, which TorchScript would pass as an
+    int) when given, any while autocast is on (it casts).
 
     A leaf for timm's fx tracers; a module that calls it also needs ``torch.fx.wrap('check_image_input')`` for plain
     ``torch.fx.symbolic_trace`` (which wraps a name in the calling module's globals)."""
     what = f'{owner}: ' if owner else ''
+    dtype = None if weight is None else weight.dtype
+    if not x.is_floating_point() or (
+            dtype is not None and x.dtype != dtype and not torch.is_autocast_enabled(x.device.type)):
+        wanted = 'a floating-point' if dtype is None else f'a {dtype}'
+        raise ValueError(
+            f'{what}expected {wanted} image batch like the model\'s parameters, got {x.dtype}; convert it, e.g. '
+            + ('x.float() / 255 then normalize' if not x.is_floating_point() else f'x.to({dtype})')
+            + (f', or convert the model with model.to({x.dtype})' if x.is_floating_point() else '')
+            + ' (or run under torch.autocast)' * (x.is_floating_point() and dtype is not None))
     if x.ndim != 4:
         raise ValueError(f'{what}expected an image batch of shape (B, {in_chans}, H, W), got a tensor of shape '
                          f'{tuple(x.shape)}')

@@ -10,14 +10,15 @@ tree): ``interrupts_raise`` makes SIGTERM and SIGHUP unwind like Ctrl-C so that 
 ``process_alive`` tells a staging folder of a killed run from one a concurrent run is still writing.
 """
 import contextlib
+import errno
 import os
 import signal
 import tempfile
 import threading
 from pathlib import Path
-from typing import Callable, Dict, Iterator, Union
+from typing import Callable, Dict, Iterator, Optional, Union
 
-__all__ = ['write_atomically', 'interrupts_raise', 'process_alive']
+__all__ = ['write_atomically', 'interrupts_raise', 'process_alive', 'output_path_problem', 'write_error_message']
 
 
 @contextlib.contextmanager
@@ -78,3 +79,31 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def output_path_problem(option: str, path: Optional[Path], example_name: str) -> Optional[str]:
+    """Why ``option``'s file ``path`` cannot be written, checked before long work (measuring, plotting), or None.
+    The folder must exist: a tool creates no folders beyond the file it was asked for."""
+    if path is None:
+        return None
+    path = Path(path)
+    parent = path.parent
+    if not parent.is_dir():
+        what = 'is a file, not a folder' if parent.exists() else 'does not exist'
+        return f'{option} {path}: the folder {parent} {what}; create the folder or give another path'
+    if path.is_dir():
+        return f'{option} {path} is a folder; give a file path, e.g. {path / example_name}'
+    if path.exists() and not path.is_file():  # a device or FIFO would be replaced by a regular file
+        return f'{option} {path} is not a regular file (a device, FIFO or socket); give a file path'
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        return f'{option} {path} is not writable; give a path in a folder you can write to'
+    return None
+
+
+def write_error_message(option: str, path: Union[str, Path], error: OSError) -> str:
+    """One line for ``error`` met while ``write_atomically`` wrote ``option``'s ``path`` (disk full, read-only file
+    system, the folder removed meanwhile): what failed, and that the previous file, if any, is unchanged."""
+    reason = error.strerror or str(error)
+    code = errno.errorcode.get(error.errno or 0)
+    return (f'{option} {path}: cannot write it: {reason}' + (f' ({code})' if code else '')
+            + '; nothing was written (a previous file there is unchanged)')

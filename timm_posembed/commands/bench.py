@@ -2,10 +2,8 @@
 the package beside its timm baseline, in one run. The work is done by ``timm_posembed.bench``. """
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
-from typing import Optional
 
 from ..measure.bench_config import PRECISIONS, BenchConfig
 from ._errors import FAILED, fail
@@ -39,6 +37,9 @@ def register(subparsers) -> None:
     p.add_argument('--rounds', type=_at_least(1), default=defaults.num_rounds,
                    help='round-robin rounds: each baseline and its models take turns, median round reported')
     p.add_argument('--no-train', action='store_true', help='inference only')
+    p.add_argument('--skip-memory-check', action='store_true',
+                   help='build and run a model even when its estimated memory (inputs, weights, gradients, stored '
+                        'activations) exceeds the device\'s available memory; the input batch alone is always checked')
     p.add_argument('--model-kwargs', nargs='*', default={}, action=ModelKwargsAction,
                    help='kwargs for the package\'s models (not the baselines), e.g. stoken_num_iters=1')
     p.add_argument('--json', type=Path, default=None, help='write {environment, results} as JSON here')
@@ -60,27 +61,13 @@ def _at_least(minimum: int):
     return parse
 
 
-def _output_path_problem(option: str, path: Optional[Path], example_name: str) -> Optional[str]:
-    """Why ``path`` cannot be written by ``option`` (checked before measuring, which can take long), or None."""
-    if path is None:
-        return None
-    parent = path.parent
-    if not parent.is_dir():
-        what = 'is a file, not a folder' if parent.exists() else 'does not exist'
-        return f'{option} {path}: the folder {parent} {what}; create the folder or give another path'
-    if path.is_dir():
-        return f'{option} {path} is a folder; give a file path, e.g. {path / example_name}'
-    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        return f'{option} {path} is not writable; give a path in a folder you can write to'
-    return None
-
-
 def run(args) -> int:
     import torch
 
+    from .._output_files import output_path_problem
     from ..measure import bench
-    problems = [_output_path_problem('--json', args.json, 'bench.json'),
-                _output_path_problem('--markdown', args.markdown, 'bench.md')]
+    problems = [output_path_problem('--json', args.json, 'bench.json'),
+                output_path_problem('--markdown', args.markdown, 'bench.md')]
     if args.num_classes == 0 and not args.no_train:
         problems.append('--num-classes 0 (no classifier) measures inference only: add --no-train, or give '
                         '--num-classes >= 1 for the training step')
@@ -94,6 +81,7 @@ def run(args) -> int:
         device=device, precision=args.precision, channels_last=args.channels_last, compile_mode=args.compile,
         batch_size=args.batch_size, img_size=args.img_size, num_classes=args.num_classes, num_warmup=args.warmup,
         num_iters=args.iters, num_rounds=args.rounds, train=not args.no_train,
+        check_memory=not args.skip_memory_check,
     )
     done = []
 
@@ -106,17 +94,24 @@ def run(args) -> int:
 
     try:
         results = bench.run_bench(cfg, args.models, not args.no_baselines, args.model_kwargs, progress=progress)
+        text = _write_outputs(args, cfg, results)
+    except _OutputError as e:
+        return fail('bench', str(e), FAILED)
     except (ValueError, RuntimeError) as e:
         return fail('bench', str(e))
-    print(_write_outputs(args, cfg, results))
+    print(text)
     return FAILED if any(r.error for r in results) else 0
+
+
+class _OutputError(Exception):
+    """Writing --json / --markdown failed (disk full, read-only file system); the message names the option and path."""
 
 
 def _write_outputs(args, cfg: BenchConfig, results) -> str:
     """Write --json / --markdown for ``results``; returns the markdown (settings line + table)."""
     from dataclasses import asdict
 
-    from .._output_files import write_atomically
+    from .._output_files import write_atomically, write_error_message
     from ..measure.bench import format_markdown
     from ..measure.environment import environment
 
@@ -125,9 +120,15 @@ def _write_outputs(args, cfg: BenchConfig, results) -> str:
               f'{cfg.precision}{", channels_last" if cfg.channels_last else ""}'
               f'{", torch.compile " + cfg.compile_mode if cfg.compile_mode else ""}')
     text = header + '\n\n' + format_markdown(results, cfg)
+    outputs = []
     if args.markdown:
-        write_atomically(args.markdown, lambda tmp: tmp.write_text(text + '\n'))
+        outputs.append(('--markdown', args.markdown, text + '\n'))
     if args.json:
-        data = json.dumps({'environment': env, 'results': [vars(r) for r in results]}, indent=2)
-        write_atomically(args.json, lambda tmp: tmp.write_text(data))
+        outputs.append(('--json', args.json, json.dumps({'environment': env, 'results': [vars(r) for r in results]},
+                                                         indent=2)))
+    for option, path, content in outputs:
+        try:
+            write_atomically(path, lambda tmp: tmp.write_text(content))
+        except OSError as e:
+            raise _OutputError(write_error_message(option, path, e)) from None
     return text

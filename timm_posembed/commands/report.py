@@ -5,7 +5,7 @@ from pathlib import Path
 
 from ..reproduce.report import REPORT_FORMATS
 from ..reproduce.tables import list_paper_tables
-from ._errors import fail
+from ._errors import FAILED, fail
 
 
 def register(subparsers) -> None:
@@ -32,10 +32,14 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    from .._output_files import output_path_problem, write_error_message
     from ..reproduce import report as rep
     from ..reproduce.runs import RunFormatError, load_runs
     from ..reproduce.tables import paper_table
 
+    problem = output_path_problem('--plot', args.plot, 'curves.png')
+    if problem:  # before reading and matching the runs
+        return fail('report', problem)
     try:
         runs = load_runs(args.runs)
         if args.recipe is not None and not args.table:
@@ -60,7 +64,10 @@ def run(args) -> int:
             series = [(_series_label(f'{r.model} {r.model_kwargs or ""}'.strip(), r, 1), r) for r in runs]
             title = ''
         if args.plot:
-            path = rep.plot_curves(series, args.plot, title)
+            try:
+                path = rep.plot_curves(series, args.plot, title)
+            except OSError as e:  # disk full, read-only file system, the folder removed meanwhile
+                return fail('report', write_error_message('--plot', args.plot, e), FAILED)
             print(f'wrote {path}', file=sys.stderr)
     except (RunFormatError, ValueError, RuntimeError, FileNotFoundError) as e:
         return fail('report', str(e))

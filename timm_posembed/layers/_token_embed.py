@@ -122,6 +122,7 @@ class TokenEmbedBase(nn.Module):
         check_image_input(
             x, self.in_chans, self.img_size if self.strict_img_size else None, self.patch_size,
             self.dynamic_img_pad, self.embed_name, 'or with dynamic_img_size=True for varying sizes',
+            self.proj.weight,  # every embedding ends in a projection ``proj`` (as timm's PatchEmbed)
         )
         if self.dynamic_img_pad:
             pad_h = (self.patch_size[0] - x.shape[-2] % self.patch_size[0]) % self.patch_size[0]

@@ -7,10 +7,13 @@ markdown table with each model's speed relative to its baseline.
 """
 import fnmatch
 import gc
+import math
+import os
 import statistics
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import timm
@@ -22,7 +25,7 @@ from .complexity import model_complexity
 from ..models import list_model_info
 
 __all__ = ['BenchResult', 'select_models', 'bench_model', 'run_bench', 'time_round_robin', 'synchronize',
-           'autocast_context', 'format_markdown']
+           'autocast_context', 'format_markdown', 'available_memory', 'input_bytes', 'memory_needed']
 
 _AUTOCAST_DTYPES = dict(zip(PRECISIONS, (None, torch.bfloat16, torch.float16)))
 
@@ -130,6 +133,47 @@ class _Case:
     train: Optional[Callable[[], None]] = None
 
 
+def available_memory(device: torch.device) -> int:
+    """Bytes a benchmark may allocate on ``device``: CUDA's free memory, or the CPU's available memory (Linux's
+    MemAvailable + free swap; all physical memory where /proc/meminfo is missing)."""
+    if device.type == 'cuda':
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        fields = dict(line.split(':', 1) for line in Path('/proc/meminfo').read_text().splitlines() if ':' in line)
+        return sum(int(fields[k].split()[0]) * 1024 for k in ('MemAvailable', 'SwapFree') if k in fields)
+    except (OSError, ValueError):
+        return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+
+
+def input_bytes(cfg: BenchConfig, input_size: Sequence[int]) -> int:
+    """Bytes of the benchmark's fp32 input batch (autocast casts inside the model, the batch stays fp32)."""
+    return cfg.batch_size * math.prod(input_size) * 4
+
+
+def memory_needed(cfg: BenchConfig, params: int, activations: int, input_size: Sequence[int]) -> int:
+    """An estimate of the bytes one model's benchmark allocates: the input batch and fp32 weights, and when
+    training their gradients and SGD momentum (3x the weights) plus the stored activations (``activations`` per
+    image: the conv / matmul outputs counted by ``measure.complexity``, 2 bytes each under bf16/fp16 autocast).
+    Norm and GELU outputs and the optimizer's temporaries are not counted, so it is below the real need: on the
+    CPU (training, fp32, batch 32, 224 px; 2-core x86_64, torch 2.14.1, timm 1.0.31, 2026-12-03) it was 0.71-0.73
+    of the peak resident-memory growth of the ViT-Tiny models, 0.70 of the super-token ViT-S's and 0.48-0.53 of
+    the CoaT-Lite Tiny models'. A fused CUDA attention kernel stores no attention scores, which this counts: on a
+    GPU it may be somewhat above the need, hence ``check_memory`` / ``--skip-memory-check``."""
+    weights = params * 4 * (3 if cfg.train else 1)
+    stored = cfg.batch_size * activations * (4 if cfg.precision == 'fp32' else 2) if cfg.train else 0
+    return input_bytes(cfg, input_size) + weights + stored
+
+
+def _gib(n: int) -> str:
+    return f'{n / 2 ** 30:,.1f} GiB'
+
+
+def _too_large(needed: int, available: int, device: torch.device, what: str, estimate: bool) -> str:
+    return (f'{what} need {"about" if estimate else "at least"} {_gib(needed)}, more than the {_gib(available)} '
+            f'available on {device}; lower -b/--batch-size or --img-size'
+            + (' (or --skip-memory-check if the estimate is wrong for this model)' if estimate else ''))
+
+
 def _prepare(name: str, cfg: BenchConfig, baseline: Optional[str], model_kwargs: Dict[str, Any]) -> _Case:
     """Build ``name`` and its steps; an error (unknown kwarg, out of memory) is recorded, not raised."""
     case = _Case(BenchResult(model=name, baseline=baseline, model_kwargs=dict(model_kwargs)))
@@ -142,6 +186,13 @@ def _prepare(name: str, cfg: BenchConfig, baseline: Optional[str], model_kwargs:
         complexity = model_complexity(name, input_size=input_size, **create_kwargs)
         case.result.input_size = list(complexity.input_size)
         case.result.params, case.result.gmacs = complexity.params, complexity.gmacs
+        # counted on the meta device above; refuse before the real model or the batch is allocated
+        needed = memory_needed(cfg, complexity.params, complexity.activations, complexity.input_size)
+        available = available_memory(device) if cfg.check_memory else needed
+        if needed > available:
+            what = (f'batch {cfg.batch_size} at {"x".join(map(str, complexity.input_size))} '
+                    f'({"training" if cfg.train else "inference"})')
+            raise MemoryError(_too_large(needed, available, device, what, estimate=True))
         model = timm.create_model(name, **create_kwargs).to(device)
         memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         model = model.to(memory_format=memory_format)
@@ -229,11 +280,22 @@ def run_bench(
     on a shared machine."""
     if cfg.precision not in PRECISIONS:
         raise ValueError(f'precision must be one of {list(PRECISIONS)}, got {cfg.precision!r}')
-    if cfg.device.startswith('cuda') and not torch.cuda.is_available():
+    try:
+        device = torch.device(cfg.device)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ('cpu', 'cuda'):  # 'meta' would time nothing, others are untested
+        raise ValueError(f'device must be cpu or cuda[:N], got {cfg.device!r}')
+    if device.type == 'cuda' and not torch.cuda.is_available():
         raise RuntimeError('device cuda asked for but torch sees no CUDA device; use --device cpu')
+    if device.type == 'cuda' and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f'device {cfg.device}: torch sees {torch.cuda.device_count()} CUDA device(s), '
+                         f'cuda:0..cuda:{torch.cuda.device_count() - 1}')
     ours = {i.name for i in list_model_info()}
+    entries = select_models(patterns, with_baselines)
+    _check_input_fits(cfg, entries)
     groups: List[List[Dict[str, Any]]] = []
-    for entry in select_models(patterns, with_baselines):
+    for entry in entries:
         group_key = entry['baseline'] or entry['model']
         if groups and (groups[-1][0]['baseline'] or groups[-1][0]['model']) == group_key:
             groups[-1].append(entry)
@@ -252,6 +314,24 @@ def run_bench(
                 progress(result)
             results.append(result)
     return results
+
+
+def _check_input_fits(cfg: BenchConfig, entries: Sequence[Dict[str, Any]]) -> None:
+    """Refuse, before any model is built, a batch whose input images alone exceed the device's memory (at
+    ``cfg.img_size``, or the smallest default input size of the models chosen)."""
+    if cfg.img_size:
+        sizes = [(3, cfg.img_size, cfg.img_size)]
+    else:
+        cfgs = [timm.models.get_pretrained_cfg(e['model'], allow_unregistered=True) for e in entries]
+        sizes = [tuple(c.input_size) for c in cfgs if c is not None and c.input_size]
+    if not sizes:
+        return
+    size = min(sizes, key=math.prod)
+    device = torch.device(cfg.device)
+    needed, available = input_bytes(cfg, size), available_memory(device)
+    if needed > available:
+        what = f'-b {cfg.batch_size} input images of {"x".join(map(str, size))} (fp32) alone'
+        raise ValueError(_too_large(needed, available, device, what, estimate=False))
 
 
 def format_markdown(results: Sequence[BenchResult], cfg: BenchConfig) -> str:

@@ -21,3 +21,5 @@ class BenchConfig:
     num_iters: int = 10
     num_rounds: int = 1  # round-robin rounds of each baseline group; the median round is reported
     train: bool = True
+    # refuse a model whose estimated memory (measure.bench.memory_needed) exceeds the device's before allocating it
+    check_memory: bool = True

@@ -43,7 +43,8 @@ NUM_STAGES = 4
 
 def _tokens_to_map(x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
     """``(B, 1 + H*W, C)`` tokens, class token first, to a ``(B, C, H, W)`` map without the class token."""
-    return remove_cls(x).reshape(x.shape[0], size[0], size[1], -1).permute(0, 3, 1, 2).contiguous()
+    # the channel count spelled out: with -1 an empty batch (0 elements) makes the reshape ambiguous
+    return remove_cls(x).reshape(x.shape[0], size[0], size[1], x.shape[-1]).permute(0, 3, 1, 2).contiguous()
 
 
 def _check_img_size(img_size: Any, patch_size: Any) -> None:
@@ -202,7 +203,8 @@ class CoaTClustering(CoaT):
             ``forward_features``: normed stage 4 tokens, or the last stage run when stopped early or pruned.
         """
         _assert(output_fmt == 'NCHW', 'Output shape must be NCHW.')
-        check_image_input(x, self.in_chans, self.patch_embed1.img_size, None, False, '', '')
+        check_image_input(x, self.in_chans, self.patch_embed1.img_size, None, False, '', '',
+                          self.patch_embed1.proj.weight)
         take_indices, max_index = feature_take_indices(NUM_STAGES, indices)
         num_stages = max_index + 1 if stop_early else NUM_STAGES
         intermediates = []
@@ -273,7 +275,8 @@ class CoaTClustering(CoaT):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # every argument given: TorchScript calls an ignored function without its defaults
         check_image_input(x, self.in_chans, self.patch_embed1.img_size, None, False, '',
-                          'CoaT-Lite has a fixed input size; create the model with img_size= for another')
+                          'CoaT-Lite has a fixed input size; create the model with img_size= for another',
+                          self.patch_embed1.proj.weight)
         x = self.forward_features(x)
         x = self.forward_head(x)
         return x

@@ -9,7 +9,7 @@ from typing import List, Optional, Sequence
 
 from .launch import Launch, RunOutcome, Runner, RunSpec, load_recipe, run_specs, runs_for_table
 from .tables import paper_table, resolve_recipe
-from .timm_repo import TIMM_REPO_ENV
+from .timm_repo import TIMM_REPO_ENV, resolve_timm_script
 
 __all__ = ['table_driver_main', 'sanity_driver_main']
 
@@ -108,7 +108,9 @@ def table_driver_main(table_id: str, argv: Optional[Sequence[str]] = None,
         p.error(f'--epochs must be >= 1, got {args.epochs}')
     try:
         recipe_path = resolve_recipe(args.recipe) if args.recipe else table.recipe_path
-    except FileNotFoundError as e:
+        load_recipe(recipe_path)  # a hostile or mistyped recipe is refused before anything is launched
+        resolve_timm_script('train.py', args.timm_repo)  # and a missing train.py, as a usage error
+    except (FileNotFoundError, ValueError) as e:
         p.error(str(e))
     specs = [s for s, r in zip(runs_for_table(table), table.rows) if args.rows is None or r.id in args.rows]
     if args.epochs is not None:
@@ -144,6 +146,11 @@ def sanity_driver_main(recipe_path: Path, argv: Optional[Sequence[str]] = None) 
     unknown = [m for m in args.models or [] if m not in known]
     if unknown:
         p.error(f'not models of this package: {unknown}; known: {sorted(known)}')
+    try:
+        load_recipe(Path(recipe_path))
+        resolve_timm_script('train.py', args.timm_repo)
+    except (FileNotFoundError, ValueError) as e:
+        p.error(str(e))
     kwargs = {'img_size': args.img_size} if args.img_size else {}
     names: List[str] = []
     for info in (known[m] for m in args.models) if args.models else infos:

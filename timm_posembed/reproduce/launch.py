@@ -22,10 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-import yaml
-
 from .tables import PaperTable
 from .timm_repo import resolve_timm_script
+from .yaml_files import read_yaml_file, top_level_mapping
 
 __all__ = [
     'RunSpec', 'RunOutcome', 'Launch', 'load_recipe', 'run_name', 'train_command', 'train_env', 'runs_for_table',
@@ -90,13 +89,25 @@ class Launch:
 
 
 def load_recipe(path: Path) -> Dict[str, Any]:
+    """A recipe (a train.py ``--config`` file), read by the package's bounded YAML reader; the keys the drivers use
+    are checked, each error naming the file and line."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f'no recipe {path}')
-    recipe = yaml.safe_load(path.read_text()) or {}
-    for key in ('epochs', 'batch_size', 'seed', 'num_classes'):
+    what = 'train.py --config recipe'
+    doc = read_yaml_file(path, what)
+    recipe = top_level_mapping(doc, what) if doc.data is not None else {}
+    for key, minimum in (('epochs', 1), ('batch_size', 1), ('seed', None), ('num_classes', 1)):
         if key not in recipe:
             raise ValueError(f'recipe {path} must set {key!r} (the drivers name and split runs by it)')
+        value = recipe[key]
+        if not isinstance(value, int) or isinstance(value, bool) or (minimum is not None and value < minimum):
+            wanted = 'an integer' + (f' >= {minimum}' if minimum is not None else '')
+            raise ValueError(f'{doc.where(key)}: {key} must be {wanted}, got {value!r:.80}')
+    kwargs = recipe.get('model_kwargs')
+    if kwargs is not None and (not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs)):
+        raise ValueError(f'{doc.where("model_kwargs")}: model_kwargs must be a mapping of keyword names to values, '
+                         f'got {kwargs!r:.80}')
     return recipe
 
 

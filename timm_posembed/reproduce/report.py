@@ -14,6 +14,7 @@ The runs themselves are read by ``timm_posembed.train_runs`` (partial last lines
 """
 import csv
 import json
+import re
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -285,7 +286,11 @@ def _model_cell(model: str, kwargs: Dict[str, Any]) -> str:
 
 
 def _md_row(cells: Sequence[str]) -> str:
-    return '| ' + ' | '.join(str(c).replace('|', '\\|') for c in cells) + ' |'
+    # a cell is one line: a newline or other control character (from a run's args.yaml) would end the table row
+    return '| ' + ' | '.join(_CONTROL.sub(' ', str(c)).replace('|', '\\|') for c in cells) + ' |'
+
+
+_CONTROL = re.compile(r'[\x00-\x1f\x7f\u2028\u2029]')
 
 
 def _to_csv(records: List[Dict[str, Any]]) -> str:
@@ -322,8 +327,7 @@ def plot_curves(series: Sequence[Tuple[str, Run]], path: Path, title: str = '') 
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(path)  # its folder must exist: no folders are created beside the file asked for
     try:
         write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=120, format=path.suffix.lstrip('.') or 'png'))
     finally:

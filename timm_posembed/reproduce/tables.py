@@ -9,10 +9,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
-import yaml
-
 from .._resources import PAPER_TABLES, RECIPES, package_file
 from ..data.dataset_facts import DATASET_NUM_CLASSES
+from .yaml_files import read_yaml_file
 
 __all__ = ['PAPER_TABLES_FILE', 'RECIPES_DIR', 'PaperRow', 'PaperTable', 'load_paper_tables', 'paper_table',
            'list_paper_tables', 'list_recipes', 'resolve_recipe']
@@ -108,7 +107,7 @@ def _parse_table(table_id: str, raw: Dict[str, Any]) -> PaperTable:
 
 @lru_cache(maxsize=None)
 def load_paper_tables() -> Dict[str, PaperTable]:
-    raw = yaml.safe_load(PAPER_TABLES_FILE.read_text())
+    raw = read_yaml_file(PAPER_TABLES_FILE, 'paper tables file').data
     return {table_id: _parse_table(table_id, t) for table_id, t in raw['tables'].items()}
 
 
