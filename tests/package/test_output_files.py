@@ -76,7 +76,7 @@ def test_report_plot_is_written_atomically(tmp_path, monkeypatch):
     import matplotlib.figure
     from timm_posembed.reproduce import report
 
-    from test_report import write_run
+    from train_runs import write_run
     from timm_posembed.reproduce.runs import load_run
 
     run = load_run(write_run(tmp_path / 'runs', 'r', 'vit_tiny_cope', [10.0, 20.0]))
