@@ -10,3 +10,4 @@ from ._papers import PAPERS, Paper
 from .vision_transformer_cope import *  # noqa: F401,F403,I001
 from .vision_transformer_supertoken import *  # noqa: F401,F403
 from .coat_clustering import *  # noqa: F401,F403
+from .naflexvit_cope import *  # noqa: F401,F403
