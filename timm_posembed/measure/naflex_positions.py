@@ -2,8 +2,9 @@
 
 Trains, on the same Fashion-MNIST images at a mix of sizes and aspect ratios, NaFlex ViTs that differ only in the
 position embedding: ``naflexvit_tiny_patch16_cope`` (COPE, grid positions) and timm's ``NaFlexVit`` with its learned
-and factorized position embeddings and with axial RoPE (``naflexvit_base_patch16_gap`` set to the same width, depth,
-heads, patch size, class-token pooling, no registers and no layer scale). Each batch packs images of several sizes,
+and factorized position embeddings and with axial RoPE, all of the same width, depth, heads and patch size, with
+class-token pooling, no registers and no layer scale (timm builds its RoPE models from its EVA blocks, which differ
+from ViT blocks in nothing that holds parameters here). Each batch packs images of several sizes,
 padded and masked as timm's NaFlex loader packs them (``patches``, ``patch_coord``, ``patch_valid``). Test accuracy
 is reported at each training size and at sizes and aspect ratios that were not trained on.
 
@@ -21,7 +22,7 @@ from typing import Dict, List, Sequence, Tuple
 import timm
 import torch
 import torch.nn.functional as F
-from timm.models.naflexvit import batch_patchify
+from timm.models.naflexvit import NaFlexVit, NaFlexVitCfg, batch_patchify
 
 from .. import models  # noqa: F401  (registers the models)
 from .cope_resize import load_split
@@ -31,8 +32,10 @@ Size = Tuple[int, int]
 TRAIN_SIZES: Tuple[Size, ...] = ((32, 32), (32, 48), (48, 32), (48, 48))
 EVAL_SIZES: Tuple[Size, ...] = TRAIN_SIZES + ((24, 24), (64, 64), (32, 64), (64, 32), (40, 72))
 
-# (label, model, kwargs): the NaFlex models differ only in the position embedding
-TIMM_NAFLEX = 'naflexvit_base_patch16_gap'
+# (label, model, kwargs): the NaFlex models differ only in the position embedding. timm's baselines are its NaFlexVit
+# class built from a NaFlexVitCfg: timm.create_model drops None-valued kwargs, so init_values=None could not turn
+# off the layer scale of timm's registered naflexvit_* configurations.
+TIMM_NAFLEX = 'NaFlexVit'
 VARIANTS: Tuple[Tuple[str, str, Dict[str, object]], ...] = (
     ("COPE (grid positions, cope_resize='interpolate')", 'naflexvit_tiny_patch16_cope', {}),
     ("COPE (grid positions, cope_resize='extrapolate')", 'naflexvit_tiny_patch16_cope',
@@ -41,17 +44,17 @@ VARIANTS: Tuple[Tuple[str, str, Dict[str, object]], ...] = (
     ('timm factorized pos_embed', TIMM_NAFLEX, {'pos_embed': 'factorized'}),
     ('timm axial RoPE', TIMM_NAFLEX, {'pos_embed': 'none', 'rope_type': 'axial'}),
 )
-# timm's naflexvit_base_patch16_gap made the COPE models' architecture, except the position embedding
+# the COPE models' architecture (a ViT's), less the position embedding
 TIMM_AS_COPE_VIT = dict(class_token=True, reg_tokens=0, global_pool='token', fc_norm=False, init_values=None)
 
 
 def create_variant(model_name: str, kwargs: Dict[str, object], embed_dim: int, depth: int, num_heads: int,
                    patch_size: int, grid: Size) -> torch.nn.Module:
-    common = dict(num_classes=10, in_chans=1, embed_dim=embed_dim, depth=depth, num_heads=num_heads,
-                  patch_size=patch_size, pos_embed_grid_size=grid)
+    arch = dict(embed_dim=embed_dim, depth=depth, num_heads=num_heads, patch_size=patch_size,
+                pos_embed_grid_size=grid)
     if model_name == TIMM_NAFLEX:
-        common.update(TIMM_AS_COPE_VIT)
-    return timm.create_model(model_name, **common, **kwargs)
+        return NaFlexVit(NaFlexVitCfg(**arch, **TIMM_AS_COPE_VIT, **kwargs), num_classes=10, in_chans=1)
+    return timm.create_model(model_name, num_classes=10, in_chans=1, **arch, **kwargs)
 
 
 def naflex_batch(images: torch.Tensor, sizes: Sequence[Size], patch_size: int) -> Dict[str, torch.Tensor]:
@@ -167,6 +170,9 @@ def main(argv=None) -> None:
     p.add_argument('--only', type=int, nargs='*', default=None, help='run only these variants (0-based)')
     p.add_argument('--json', default=None, help='also write the results here')
     args = p.parse_args(argv)
+    if args.only is not None and any(not 0 <= i < len(VARIANTS) for i in args.only):
+        p.error(f'--only takes variant numbers 0..{len(VARIANTS) - 1}: '
+                + ', '.join(f'{i} = {label}' for i, (label, _, _) in enumerate(VARIANTS)))
     if args.threads:
         torch.set_num_threads(args.threads)
     variants = VARIANTS if args.only is None else tuple(VARIANTS[i] for i in args.only)
