@@ -28,6 +28,7 @@ from timm.models.naflexvit import checkpoint_filter_fn as naflexvit_checkpoint_f
 from ..layers import ComplexOrderPosEmbed, CopeFuse, CopeMode, CopePositions, CopeResize, resample_cope_tables
 from ._builder import build_with_helpful_pretrained_errors, unwrap_checkpoint
 from ._catalog import ModelInfo, declare_models
+from ._hub import hub_id
 from ._papers import COPE_VIT_PAPER
 from ._vit_checkpoints import describe_timm_vit_checkpoint, vit_trunk_facts
 
@@ -232,10 +233,15 @@ def _cfg(**kwargs: Any) -> Dict[str, Any]:
     }
 
 
-# No weights of their own yet: a vit_*_cope checkpoint of the same width loads into them (checkpoint_filter_fn).
+def _tiny_imagenet_cfg(model_name: str) -> Dict[str, Any]:
+    # the COPE ViT's dataset (Kim & Cho); not published yet: pretrained=True says how to train and publish them.
+    # Until then a vit_*_cope checkpoint of the same width loads into these models (checkpoint_filter_fn).
+    return _cfg(hf_hub_id=hub_id(model_name, 'tiny_imagenet'), num_classes=200, crop_pct=1.0)
+
+
 default_cfgs = generate_default_cfgs({
-    'naflexvit_tiny_patch16_cope': _cfg(),
-    'naflexvit_small_patch16_cope': _cfg(),
+    'naflexvit_tiny_patch16_cope.tiny_imagenet': _tiny_imagenet_cfg('naflexvit_tiny_patch16_cope'),
+    'naflexvit_small_patch16_cope.tiny_imagenet': _tiny_imagenet_cfg('naflexvit_small_patch16_cope'),
 })
 
 _FAMILY = dict(paper=COPE_VIT_PAPER, describe_checkpoint=describe_checkpoint,
