@@ -52,4 +52,5 @@ def test_clustering_coat_has_exactly_coat_lite_parameters(size):
 @pytest.mark.parametrize('size', ['tiny', 'small'])
 def test_naflex_cope_has_exactly_the_cope_vit_parameters(size):
     # the same tensors, NaFlex's linear patch embedding holding the conv's weights: vit_*_cope checkpoints load
-    assert _num_params(f'naflexvit_{size}_patch16_cope', num_classes=10) == _num_params(f'vit_{size}_cope', num_classes=10)
+    naflex = _num_params(f'naflexvit_{size}_patch16_cope', num_classes=10)
+    assert naflex == _num_params(f'vit_{size}_cope', num_classes=10)

@@ -63,18 +63,6 @@ def test_padding_tokens_change_no_real_token(model):
     torch.testing.assert_close(embeds[:, 1:][padding], plain_embeds[padding], atol=0, rtol=0)
 
 
-def test_layer_padding_tokens_pass_through_and_grid_ignores_them():
-    from timm_posembed.layers import ComplexOrderPosEmbed
-    layer = ComplexOrderPosEmbed(1 + 3 * 4, 8, positions='grid', grid_size=(3, 4))
-    x = torch.randn(1, 1 + 12 + 3, 8)
-    coord = torch.cat([torch.stack(torch.meshgrid(torch.arange(3), torch.arange(4), indexing='ij'), -1).reshape(-1, 2),
-                       torch.full((3, 2), 50)])[None]
-    valid = torch.arange(15)[None] < 12
-    out = layer.forward_coords(x, coord, valid)
-    torch.testing.assert_close(out[:, 13:], x[:, 13:], atol=0, rtol=0)
-    torch.testing.assert_close(out[:, :13], layer(x[:, :13]), atol=0, rtol=0)  # the (3, 4) reference grid, exact
-
-
 @pytest.mark.parametrize('vit_name, naflex_name', [('vit_tiny_cope', NAME),
                                                    ('vit_small_cope', 'naflexvit_small_patch16_cope')])
 def test_loads_a_cope_vit_checkpoint_with_the_same_logits(vit_name, naflex_name, tmp_path):
@@ -123,4 +111,5 @@ def test_rejects_a_second_position_embedding():
 def test_no_weight_decay_names_the_cope_tables(model):
     names = dict(model.named_parameters())
     skip = model.no_weight_decay()
-    assert {'embeds.cope.freq', 'embeds.cope.phase'} <= skip and all(k in names for k in skip if k.startswith('embeds.cope'))
+    assert {'embeds.cope.freq', 'embeds.cope.phase'} <= skip
+    assert all(k in names for k in skip if k.startswith('embeds.cope'))
