@@ -169,7 +169,7 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: NaFlexVitCO
     cope = {k[len('cope.'):]: v for k, v in state_dict.items() if k.startswith('cope.')}
     out = naflexvit_checkpoint_filter_fn({k: v for k, v in state_dict.items() if not k.startswith('cope.')}, model)
     weight = state_dict['patch_embed.proj.weight']
-    if not model.embeds.channels_last and weight.ndim == 4:
+    if not getattr(model.embeds, 'channels_last', True) and weight.ndim == 4:
         out['embeds.proj.weight'] = weight.flatten(1)  # the model reads (channel, row, column) patches
     layer = model.embeds.cope
     table_name = 'freq' if layer.freq is not None else 'amplitude'
