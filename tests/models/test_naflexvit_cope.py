@@ -113,3 +113,15 @@ def test_no_weight_decay_names_the_cope_tables(model):
     skip = model.no_weight_decay()
     assert {'embeds.cope.freq', 'embeds.cope.phase'} <= skip
     assert all(k in names for k in skip if k.startswith('embeds.cope'))
+
+
+def test_cope_vit_checkpoint_loads_into_channels_first_patches():
+    """patchify_channels_last=False reads (channel, row, column) patches: the conv weights flatten in that order."""
+    torch.manual_seed(0)
+    vit = timm.create_model('vit_tiny_cope', cope_positions='grid', **SMALL).eval()
+    from timm_posembed.models.naflexvit_cope import checkpoint_filter_fn
+    naflex = timm.create_model(NAME, patchify_channels_last=False, **SMALL).eval()
+    naflex.load_state_dict(checkpoint_filter_fn(vit.state_dict(), naflex))
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(naflex(x), vit(x), atol=1e-5, rtol=0)
