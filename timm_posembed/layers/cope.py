@@ -12,6 +12,8 @@ row in the first half of the channels and its column in the other half (prefix t
 patch ``(r, c)`` at ``(P + r, P + c)`` after ``P`` prefix tokens), with the same two tables.
 
 Usable on its own with any token sequence of fixed length, e.g. in place of a timm ViT's ``pos_embed``.
+``forward_coords`` takes a packed batch of images of their own grids, from each patch's (row, column), as timm's
+NaFlex ViT passes them.
 """
 from typing import Optional, Tuple
 
