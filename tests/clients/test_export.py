@@ -90,3 +90,36 @@ def test_torch_compile_one_graph(name):
     with torch.no_grad():
         compiled(trace_input)
         torch.testing.assert_close(compiled(run_input), expected, atol=ATOL, rtol=0)
+
+
+def _naflex_model_and_batches():
+    from naflex_batches import packed
+    torch.manual_seed(0)
+    model = timm.create_model('naflexvit_tiny_patch16_cope', depth=2, num_classes=5).eval()
+    # traced with 2 images of 12 patch slots, run with 3 of other sizes (one on the 14x14 reference grid)
+    trace = packed([torch.randn(3, 32, 64), torch.randn(3, 48, 48)], pad_to=12)
+    run = packed([torch.randn(3, 16, 80), torch.randn(3, 64, 32), torch.randn(3, 224, 224)])
+    with torch.no_grad():
+        expected = model(run)
+    return model, trace, run, expected
+
+
+def test_naflex_packed_batch_torch_export_round_trip():
+    """NaFlex input (a dict of patches, coordinates and validity), batch and sequence length dynamic."""
+    model, trace, run, expected = _naflex_model_and_batches()
+    batch, seq = torch.export.Dim('batch', max=1024), torch.export.Dim('seq', min=2, max=4096)
+    program = torch.export.export(model, (trace,), dynamic_shapes=({k: {0: batch, 1: seq} for k in trace},))
+    buffer = io.BytesIO()
+    torch.export.save(program, buffer)
+    buffer.seek(0)
+    with torch.no_grad():
+        output = torch.export.load(buffer).module()(run)
+    torch.testing.assert_close(output, expected, atol=ATOL, rtol=0)
+
+
+def test_naflex_packed_batch_torch_compile_one_graph():
+    model, trace, run, expected = _naflex_model_and_batches()
+    compiled = torch.compile(model, backend='eager', fullgraph=True)
+    with torch.no_grad():
+        compiled(trace)
+        torch.testing.assert_close(compiled(run), expected, atol=ATOL, rtol=0)

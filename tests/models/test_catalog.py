@@ -36,6 +36,8 @@ def _num_params(name: str, **kwargs) -> int:
 @pytest.mark.parametrize('name, num_classes, expected', [
     ('vit_tiny_cope', 200, 5_600_840),  # Kim & Cho's table 1
     ('vit_small_supertoken_conv', 100, 21_541_060),  # MODEL_CARDS.md (the docstring said 21,540,836)
+    ('naflexvit_tiny_patch16_cope', 200, 5_600_840),  # MODEL_CARDS.md: vit_tiny_cope's count, its checkpoints load
+    ('naflexvit_small_patch16_cope', 1000, 22_126_312),  # MODEL_CARDS.md
 ])
 def test_parameter_counts(name, num_classes, expected):
     assert _num_params(name, num_classes=num_classes) == expected
@@ -45,3 +47,10 @@ def test_parameter_counts(name, num_classes, expected):
 def test_clustering_coat_has_exactly_coat_lite_parameters(size):
     # Clustering adds no parameters, so timm's CoaT-Lite weights load unchanged.
     assert _num_params(f'coat_lite_clustering_{size}') == _num_params(f'coat_lite_{size}')
+
+
+@pytest.mark.parametrize('size', ['tiny', 'small'])
+def test_naflex_cope_has_exactly_the_cope_vit_parameters(size):
+    # the same tensors, NaFlex's linear patch embedding holding the conv's weights: vit_*_cope checkpoints load
+    naflex = _num_params(f'naflexvit_{size}_patch16_cope', num_classes=10)
+    assert naflex == _num_params(f'vit_{size}_cope', num_classes=10)

@@ -6,8 +6,8 @@ from .clustered_attention import ClusterAttnMode, ClusteredFactorAttnConvRelPosE
 from .conv_stem import EARLYCONV_CHANNELS, STOKEN_PAPER_CONV_STEM_CHANNELS, ConvBnReLU, ConvStemEmbed
 from .cope import ComplexOrderPosEmbed
 from .cope_tables import (
-    CopeFuse, CopeMode, CopePositions, CopeResize, cope_angle_for_grid, cope_fixed_frequencies, cope_token_positions,
-    resample_cope_tables, sinusoid_frequencies,
+    CopeFuse, CopeMode, CopePositions, CopeResize, cope_angle_for_coords, cope_angle_for_grid, cope_fixed_frequencies,
+    cope_token_positions, resample_cope_tables, sinusoid_frequencies,
 )
 from .patch_embed import CheckedPatchEmbed
 from .supertoken import (

@@ -12,6 +12,8 @@ row in the first half of the channels and its column in the other half (prefix t
 patch ``(r, c)`` at ``(P + r, P + c)`` after ``P`` prefix tokens), with the same two tables.
 
 Usable on its own with any token sequence of fixed length, e.g. in place of a timm ViT's ``pos_embed``.
+``forward_coords`` takes a packed batch of images of their own grids, from each patch's (row, column), as timm's
+NaFlex ViT passes them.
 """
 from typing import Optional, Tuple
 
@@ -21,8 +23,8 @@ from timm.layers import register_notrace_function
 
 from .._checks import check_int
 from .cope_tables import (
-    CopeFuse, CopeMode, CopePositions, CopeResize, cope_angle_for_grid, cope_fixed_frequencies, cope_token_positions,
-    resample_cope_tables,
+    CopeFuse, CopeMode, CopePositions, CopeResize, cope_angle_for_coords, cope_angle_for_grid, cope_fixed_frequencies,
+    cope_token_positions, resample_cope_tables,
 )
 
 __all__ = ['ComplexOrderPosEmbed']
@@ -191,6 +193,46 @@ class ComplexOrderPosEmbed(nn.Module):
         if self.additive:
             return x + (table * wave).to(x.dtype)
         return x * wave.to(x.dtype)
+
+    def forward_coords(
+            self,
+            x: torch.Tensor,
+            patch_coord: torch.Tensor,
+            patch_valid: Optional[torch.Tensor] = None,
+            resize: str = 'interpolate',
+    ) -> torch.Tensor:
+        """COPE for a batch of images of their own grids, from each patch's coordinates (NaFlex's packed layout).
+
+        ``x``: ``(B, num_prefix_tokens + N, D)`` tokens, the prefix tokens first; ``patch_coord``: ``(B, N, 2)`` the
+        (row, column) of each patch in its image's patch grid, in any order; ``patch_valid``: ``(B, N)``, False for
+        padding, whose tokens are returned as they came. An image's grid is one more than its largest valid
+        coordinate on each axis: an image on the layer's ``grid_size`` gets exactly what ``forward(x)`` gives it,
+        any other exactly what ``forward(x, grid_size=its grid, resize=resize)`` gives it alone
+        (``cope_angle_for_coords``). Needs the layer's ``grid_size``; nothing is written back."""
+        if self.grid_size is None:
+            raise ValueError('ComplexOrderPosEmbed.forward_coords needs the layer\'s own grid_size (the grid its '
+                             'tables are made for)')
+        if resize not in ('interpolate', 'extrapolate'):
+            raise ValueError(f"ComplexOrderPosEmbed: resize must be 'interpolate' or 'extrapolate', got {resize!r}")
+        if patch_coord.ndim != 3 or patch_coord.shape[-1] != 2 or patch_coord.shape[0] != x.shape[0]:
+            raise ValueError(
+                f'ComplexOrderPosEmbed.forward_coords: patch_coord must be (B={x.shape[0]}, N, 2) (row, column), got '
+                f'{tuple(patch_coord.shape)}')
+        _check_cope_input(x, self.num_prefix_tokens + patch_coord.shape[1], self.dim)
+        if patch_valid is not None and tuple(patch_valid.shape) != tuple(patch_coord.shape[:2]):
+            raise ValueError(
+                f'ComplexOrderPosEmbed.forward_coords: patch_valid must be (B, N) = {tuple(patch_coord.shape[:2])}, '
+                f'got {tuple(patch_valid.shape)}')
+        table, phi = cope_angle_for_coords(
+            self._table(), self.phase, patch_coord, patch_valid, self.grid_size, self.num_prefix_tokens, resize,
+            self.mode, self.positions, x)
+        wave = torch.cos(phi) + torch.sin(phi) if self.use_sin else torch.cos(phi)
+        out = x + (table * wave).to(x.dtype) if self.additive else x * wave.to(x.dtype)
+        if patch_valid is None:
+            return out
+        prefix = torch.ones(x.shape[0], self.num_prefix_tokens, dtype=torch.bool, device=x.device)
+        keep = torch.cat([prefix, patch_valid.to(device=x.device, dtype=torch.bool)], dim=1)
+        return torch.where(keep.unsqueeze(-1), out, x)
 
     @torch.no_grad()
     def resized_tables(

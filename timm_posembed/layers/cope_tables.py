@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from timm.layers import register_notrace_function
 
 __all__ = [
-    'CopeFuse', 'CopeMode', 'CopePositions', 'CopeResize', 'cope_angle_for_grid', 'cope_fixed_frequencies',
+    'CopeFuse', 'CopeMode', 'CopePositions', 'CopeResize', 'cope_angle_for_coords', 'cope_angle_for_grid',
+    'cope_fixed_frequencies',
     'cope_token_positions', 'resample_cope_tables', 'sinusoid_frequencies',
 ]
 
@@ -161,3 +162,82 @@ def cope_angle_for_grid(
     pos = cope_token_positions(table.shape[1], dim, positions, new_grid, num_prefix_tokens, table.device, dtype)
     freq = table if mode == 'multiplicative' else cope_fixed_frequencies(dim, positions, table.device, dtype)
     return table, pos * freq + phase
+
+
+def cope_angle_for_coords(
+        table: torch.Tensor,
+        phase: torch.Tensor,
+        patch_coord: torch.Tensor,
+        patch_valid: Optional[torch.Tensor],
+        ref_grid: Tuple[int, int],
+        num_prefix_tokens: int,
+        method: str,
+        mode: str,
+        positions: str,
+        x: torch.Tensor,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(table, φ)``, each ``(B, num_prefix_tokens + N, D)``, for a batch of patch sequences of their own grids.
+
+    ``table`` and ``phase`` are the ``(1, num_prefix_tokens + H*W, D)`` tables made for ``ref_grid = (H, W)``;
+    ``patch_coord`` is ``(B, N, 2)``, the (row, column) of each patch in its own image's grid (NaFlex's layout);
+    ``patch_valid`` ``(B, N)`` marks the real patches (None: all are). An image's grid is one more than its largest
+    valid coordinate on each axis. An image on ``ref_grid`` gets the tables as they are; any other image gets,
+    token by token, what ``cope_angle_for_grid`` gives its whole grid: ``'interpolate'`` samples the frequency (or
+    amplitude) table and the angle field at the token's place exactly as the bicubic, ``align_corners=False``
+    resize of ``resample_cope_tables`` reads them (``grid_sample`` is that interpolation, evaluated per point),
+    ``'extrapolate'`` evaluates the mean frequency and phase at the token's position. Prefix tokens keep their
+    rows. Padding tokens get values that mean nothing (their caller leaves them out). ``x`` gives dtype (float32
+    at least) and device."""
+    dtype = torch.promote_types(x.dtype, torch.float32)
+    device = x.device
+    table, phase = table.to(device=device, dtype=dtype), phase.to(device=device, dtype=dtype)
+    npt = num_prefix_tokens
+    ref_h, ref_w = int(ref_grid[0]), int(ref_grid[1])
+    dim = table.shape[-1]
+    coord = patch_coord.to(device=device, dtype=torch.long)
+    if patch_valid is not None:
+        coord = coord * patch_valid.to(device=device, dtype=torch.long).unsqueeze(-1)  # padding counts as (0, 0)
+    batch, num_patches = coord.shape[0], coord.shape[1]
+    size = coord.amax(dim=1) + 1  # (B, 2): each image's (rows, columns)
+    row, col = coord[..., 0], coord[..., 1]
+    row_f, col_f = row.to(dtype), col.to(dtype)
+    if positions == 'grid':
+        half = dim // 2
+        pos = torch.cat([(row_f + npt).unsqueeze(-1).expand(batch, num_patches, half),
+                         (col_f + npt).unsqueeze(-1).expand(batch, num_patches, dim - half)], dim=-1)
+    else:  # the row-major index in the image's own grid, after the prefix tokens
+        pos = (row_f * size[:, 1:2].to(dtype) + col_f + npt).unsqueeze(-1)
+    multiplicative = mode == 'multiplicative'
+    fixed = cope_fixed_frequencies(dim, positions, device, dtype)
+    patch_table, patch_phase = table[0, npt:], phase[0, npt:]
+
+    # the tables as they are, for the images on the reference grid (others read a clamped, unused row)
+    index = row.clamp(max=ref_h - 1) * ref_w + col.clamp(max=ref_w - 1)
+    exact_table = patch_table[index]
+    exact_phi = pos * (exact_table if multiplicative else fixed) + patch_phase[index]
+    if method == 'interpolate':
+        ref_pos = cope_token_positions(npt + ref_h * ref_w, dim, positions, (ref_h, ref_w), npt, device, dtype)
+        ref_phi = ref_pos[0, npt:] * (patch_table if multiplicative else fixed[0]) + patch_phase
+        field = torch.cat([patch_table, ref_phi], dim=-1).reshape(1, ref_h, ref_w, 2 * dim).permute(0, 3, 1, 2)
+        h, w = size[:, 0:1].to(dtype), size[:, 1:2].to(dtype)
+        # normalised (x, y) of token (r, c) of an (h, w) grid: F.interpolate(size=(h, w)) reads source pixel
+        # (r + 0.5) * H / h - 0.5, which grid_sample(align_corners=False) unnormalises this point to
+        points = torch.stack([(2 * col_f + 1) / w - 1, (2 * row_f + 1) / h - 1], dim=-1)
+        sampled = F.grid_sample(
+            field, points.reshape(1, batch * num_patches, 1, 2), mode='bicubic', padding_mode='border',
+            align_corners=False)  # (1, 2D, B*N, 1); 'border' repeats edge pixels, as F.interpolate's bicubic does
+        sampled = sampled[0, :, :, 0].t().reshape(batch, num_patches, 2 * dim)
+        other_table, other_phi = sampled[..., :dim], sampled[..., dim:]
+    else:
+        mean_table = patch_table.mean(dim=0)
+        other_table = mean_table.expand(batch, num_patches, dim)
+        other_phi = pos * (mean_table if multiplicative else fixed) + patch_phase.mean(dim=0)
+    on_ref = ((size[:, 0] == ref_h) & (size[:, 1] == ref_w)).view(batch, 1, 1)
+    patch_table_out = torch.where(on_ref, exact_table, other_table)
+    patch_phi = torch.where(on_ref, exact_phi, other_phi)
+
+    prefix_pos = torch.arange(npt, device=device, dtype=dtype).view(1, npt, 1)
+    prefix_phi = prefix_pos * (table[:, :npt] if multiplicative else fixed) + phase[:, :npt]
+    table_out = torch.cat([table[:, :npt].expand(batch, npt, dim), patch_table_out], dim=1)
+    phi = torch.cat([prefix_phi.expand(batch, npt, dim), patch_phi], dim=1)
+    return table_out, phi

@@ -11,3 +11,4 @@ from .timm_blocks import TIMM_BLOCKS_TAG_PREFIX, TimmBlocksResult, load_timm_blo
 from .vision_transformer_cope import *  # noqa: F401,F403,I001
 from .vision_transformer_supertoken import *  # noqa: F401,F403
 from .coat_clustering import *  # noqa: F401,F403
+from .naflexvit_cope import *  # noqa: F401,F403
