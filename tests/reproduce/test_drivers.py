@@ -56,7 +56,7 @@ def test_another_recipe_gives_every_row_its_model_kwargs(fake_repo, tmp_path, ca
     assert none[none.index('--model-kwargs') + 1:none.index('--output')] == ['img_size=32', "pos_embed='none'"]
     assert rope[rope.index('--model') + 1] == 'vit_small_patch16_rope_mixed_224'
     assert rope[rope.index('--model-kwargs') + 1:rope.index('--output')] == [
-        'img_size=32', 'embed_dim=192', 'num_heads=3', 'init_values=None']
+        'img_size=32', 'embed_dim=192', 'num_heads=3']
 
 
 def test_two_nodes_pass_torchrun_options_and_split_the_global_batch(fake_repo, tmp_path, capsys):

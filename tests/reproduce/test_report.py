@@ -109,6 +109,19 @@ def test_every_table_row_builds_with_its_kwargs(model_name, kwargs_repr, num_cla
     assert model.num_classes == num_classes, (model_name, kwargs)
 
 
+def test_a_row_kwarg_that_timm_create_model_would_drop_is_refused():
+    # timm.create_model drops None-valued kwargs: `init_values: null` on an Eva row used to train Eva's default
+    # layer scale while the table said "no layer scale".
+    from timm_posembed.reproduce.tables import _parse_table
+    raw = {'title': 't', 'paper': 'cope_vit', 'dataset': 'tiny-imagenet', 'recipe': 'tiny_imagenet.yaml',
+           'rows': [{'id': 'rope', 'label': 'RoPE', 'model': 'vit_small_patch16_rope_224',
+                     'model_kwargs': {'embed_dim': 192, 'init_values': None}}]}
+    with pytest.raises(ValueError, match=r"row 'rope': model_kwargs \['init_values'\] are None"):
+        _parse_table('t', raw)
+    for table in load_paper_tables().values():
+        assert all(v is not None for row in table.rows for v in row.model_kwargs.values()), table.id
+
+
 def test_paper_tables_does_not_import_the_dataset_preparation():
     # The tables, the report and the run launcher know nothing of dataset layouts (their imports, read statically);
     # the dataset facts (class counts) are all they may read from the data package.

@@ -87,9 +87,16 @@ def _parse_table(table_id: str, raw: Dict[str, Any]) -> PaperTable:
         missing = {'id', 'label', 'model'} - set(r)
         if unknown or missing:
             raise ValueError(f'{where}, row {i}: unknown keys {sorted(unknown)}, missing keys {sorted(missing)}')
+        kwargs = dict(r.get('model_kwargs') or {})
+        dropped = sorted(k for k, v in kwargs.items() if v is None)
+        if dropped:
+            # timm.create_model drops every kwarg whose value is None before the model sees it, so such a row would
+            # silently train the entrypoint's default (e.g. Eva's layer scale for init_values=None).
+            raise ValueError(f'{where}, row {r["id"]!r}: model_kwargs {dropped} are None, which timm.create_model '
+                             f'drops (the model would keep its default); give a value or remove the key')
         rows.append(PaperRow(
             id=str(r['id']), label=str(r['label']), model=str(r['model']),
-            model_kwargs=dict(r.get('model_kwargs') or {}), paper_numbers=dict(r.get('paper_numbers') or {}),
+            model_kwargs=kwargs, paper_numbers=dict(r.get('paper_numbers') or {}),
             epochs=int(r['epochs']) if r.get('epochs') is not None else None,
         ))
     ids = [r.id for r in rows]
