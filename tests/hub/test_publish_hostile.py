@@ -561,3 +561,17 @@ def test_card_refuses_a_repo_id_that_would_land_in_its_code(capsys):
     assert cli_main(['card', MODEL, '--repo-id', "evil/x')<script>"]) == 1
     err = capsys.readouterr()
     assert "--repo-id \"evil/x')<script>\" is not a valid Hub repo id" in err.err and err.out == ''
+
+
+def test_train_input_size_becomes_model_kwargs_also_on_timm_without_the_resolver(monkeypatch):
+    # timm < 1.0.31 has no resolve_model_input_args: the channels still reach the model, explicit kwargs stay.
+    import timm.models
+    from timm_posembed.hub.checkpoints import _input_model_kwargs
+    request = {'input_size': [1, 64, 64], 'img_size': None, 'in_chans': None}
+    kwargs = {'img_size': 64, 'num_classes': 10}
+    if hasattr(timm.models, 'resolve_model_input_args'):
+        assert _input_model_kwargs('vit_tiny_cope', request, kwargs) == {'img_size': 64, 'num_classes': 10,
+                                                                         'in_chans': 1}
+        monkeypatch.delattr(timm.models, 'resolve_model_input_args')
+    assert _input_model_kwargs('vit_tiny_cope', request, kwargs) == {'img_size': 64, 'num_classes': 10,
+                                                                     'in_chans': 1}

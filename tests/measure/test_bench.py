@@ -3,6 +3,7 @@ import json
 
 import pytest
 import timm
+import torch
 
 from timm_posembed.measure import bench
 from timm_posembed.cli import main
@@ -112,3 +113,19 @@ def test_cli_bench_checks_output_paths_before_measuring(tmp_path, capsys, monkey
         assert main(base + extra) == 2
         assert message in capsys.readouterr().err
     assert a_file.read_text() == 'x'
+
+
+@pytest.mark.parametrize('model_name', ['vit_tiny_cope', 'vit_small_supertoken_conv', 'vit_small_conv_embed',
+                                        'coat_lite_clustering', 'naflexvit_tiny_patch16_cope'])
+def test_model_input_size_fallback_for_older_timm_agrees_with_timm(model_name, monkeypatch):
+    # timm < 1.0.31 has no resolve_input_data_config; the fallback reads the embedding's img_size and channels.
+    import timm.data
+    from timm_posembed.measure.complexity import model_input_size
+    kwargs = {} if 'naflex' in model_name else dict(img_size=64, in_chans=1)
+    with torch.device('meta'):
+        model = timm.create_model(model_name, num_classes=10, **kwargs)
+    expected = (1, 64, 64) if kwargs else (3, 224, 224)
+    if hasattr(timm.data, 'resolve_input_data_config'):
+        assert model_input_size(model) == expected
+        monkeypatch.delattr(timm.data, 'resolve_input_data_config')
+    assert model_input_size(model) == expected

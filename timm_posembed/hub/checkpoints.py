@@ -16,7 +16,7 @@ from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Union
 
 import timm
 import torch
-from timm.models import clean_state_dict, get_pretrained_cfg, resolve_model_input_args
+from timm.models import clean_state_dict, get_pretrained_cfg
 
 from .._checks import few_names
 
@@ -296,9 +296,26 @@ def checkpoint_model_kwargs(
                 break
     input_request = {k: args.get(k) for k in ('input_size', 'img_size', 'in_chans')}
     try:
-        resolved = resolve_model_input_args(f'{arch}.{tag}' if tag_registered else arch, args=input_request, **kwargs)
+        return _input_model_kwargs(f'{arch}.{tag}' if tag_registered else arch, input_request, kwargs)
     except (ValueError, RuntimeError) as e:
         raise PublishError(f'the model arguments {kwargs} and train.py input size {input_request} conflict: {e}') from e
+
+
+def _input_model_kwargs(name: str, input_request: Dict[str, Any], kwargs: Dict[str, Any]) -> Dict[str, Any]:
+    """``kwargs`` with train.py's input size and channels turned into model arguments, as timm's scripts do."""
+    try:
+        from timm.models import resolve_model_input_args  # timm >= 1.0.31, whose train.py uses it
+    except ImportError:
+        # Older timm has no resolver: only the channels (in_chans, or input_size's first entry) become a model
+        # argument; a fixed-size model trained at another size is rebuilt from --model-kwargs img_size=N.
+        resolved = {k: v for k, v in kwargs.items() if v is not None}
+        input_size = input_request.get('input_size')
+        channels = input_request.get('in_chans') or (input_size[0] if isinstance(input_size, (list, tuple)) and
+                                                      input_size else None)
+        if channels is not None:
+            resolved['in_chans'] = channels
+        return resolved
+    resolved = resolve_model_input_args(name, args=input_request, **kwargs)
     resolved.pop('model_name')
     resolved.pop('pretrained_cfg')
     return resolved

@@ -18,13 +18,31 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import timm
 import torch
-from timm.data import resolve_input_data_config
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ['ModelStats', 'count_model', 'model_complexity', 'measure_model']
+__all__ = ['ModelStats', 'count_model', 'model_complexity', 'measure_model', 'model_input_size']
+
+
+def model_input_size(model: nn.Module) -> Tuple[int, ...]:
+    """(C, H, W) the model was built for, which ``img_size=`` / ``in_chans=`` kwargs change and its
+    ``pretrained_cfg`` does not."""
+    try:
+        from timm.data import resolve_input_data_config  # timm >= 1.0.31
+    except ImportError:
+        pass
+    else:
+        return tuple(resolve_input_data_config(model)['input_size'])
+    # Older timm: read what the model's embedding was built with. Every timm patch embedding (and ours) keeps the
+    # image size it was built for as `img_size`; the first convolution or linear layer sees the input channels.
+    size = next((tuple(m.img_size) for m in model.modules()
+                 if isinstance(getattr(m, 'img_size', None), (tuple, list)) and len(m.img_size) == 2), None)
+    first = next((m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))), None)
+    cfg_size = tuple(model.pretrained_cfg['input_size'])
+    channels = first.in_channels if isinstance(first, nn.Conv2d) else cfg_size[0]
+    return (channels, *(size or cfg_size[1:]))
 
 _aten = torch.ops.aten
 # The ops whose outputs count as activations (convolutions and matrix multiplies, as in fvcore / timm's cards).
@@ -111,7 +129,7 @@ def measure_model(model_name: str, model: Optional[nn.Module] = None, **model_kw
     kwargs: Dict[str, Any] = {k: v for k, v in model_kwargs.items() if k not in ('pretrained', 'features_only')}
     if model is None:
         model = timm.create_model(model_name, pretrained=False, **kwargs)
-    input_size = tuple(resolve_input_data_config(model)['input_size'])
+    input_size = model_input_size(model)
     # every model of this package supports features_only (timm's features tests run on each), so a failure here is
     # a bug worth surfacing. On the CPU, not the meta device: the clustering layers run many small ops whose meta
     # kernels are slower than the real ones.
