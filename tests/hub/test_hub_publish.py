@@ -13,11 +13,9 @@ code path, as a module's models share its ``_create_*`` helper); ``TIMM_POSEMBED
 for every registered model.
 """
 import argparse
-import hashlib
 import io
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -32,6 +30,7 @@ from timm.models import get_pretrained_cfg
 from timm.utils import CheckpointSaver, ModelEmaV3
 
 from conftest import first_registered_per_module
+from hf_hub_cache import seed_hf_cache
 from timm_posembed.cli import main as cli_main
 from timm_posembed.models import HF_HUB_ORG, hub_id, list_model_info
 
@@ -111,29 +110,6 @@ def train_and_save(arch: str, tag: str, img_size: int, ckpt_dir: Path, seed: int
                             recovery_dir=str(ckpt_dir), max_history=1)
     saver.save_checkpoint(epoch=0, metric=0.5)
     return model.eval(), ema.module.eval()
-
-
-def seed_hf_cache(cache: Path, repo_id: str, folder: Path) -> Path:
-    """Lay ``folder`` out as huggingface_hub's cache holds a downloaded ``repo_id`` at revision main."""
-    repo_dir = cache / ('models--' + repo_id.replace('/', '--'))
-    digest = hashlib.sha1(repo_id.encode())
-    for f in sorted(folder.iterdir()):
-        digest.update(f.name.encode() + f.read_bytes())
-    commit = digest.hexdigest()
-    (repo_dir / 'refs').mkdir(parents=True, exist_ok=True)
-    (repo_dir / 'refs' / 'main').write_text(commit)
-    snapshot = repo_dir / 'snapshots' / commit
-    snapshot.mkdir(parents=True, exist_ok=True)
-    (repo_dir / 'blobs').mkdir(exist_ok=True)
-    for f in sorted(folder.iterdir()):
-        blob = repo_dir / 'blobs' / hashlib.sha256(f.read_bytes()).hexdigest()
-        if not blob.exists():
-            try:
-                os.link(f, blob)
-            except OSError:
-                shutil.copyfile(f, blob)
-        (snapshot / f.name).symlink_to(os.path.relpath(blob, snapshot))
-    return snapshot
 
 
 # Runs in a fresh interpreter: nothing imported or cached by the test process can help it.
@@ -245,7 +221,7 @@ def round_trip(tmp_path_factory) -> Dict[str, Any]:
                        '--repo-id', repo_id, '--out', str(folder), '--ema', '--dry-run', '--cards', str(cards)])
         assert rc == 0, f'publish --dry-run failed for {arch}'
         published[arch] = folder
-        seed_hf_cache(cache, repo_id, folder)
+        seed_hf_cache(cache, repo_id, {f.name: f.read_bytes() for f in sorted(folder.iterdir())})
         registered_hub_id = get_pretrained_cfg(f'{arch}.{tag}').hf_hub_id
         # NAME.TAG loads from the repo its cfg names. Where that is not ours (coat_lite_clustering* start from
         # timm's coat_lite repos), point the cfg at the repo we published to; the rest of the path is the same.
