@@ -88,8 +88,9 @@ def test_tag_with_a_local_file_adapts_img_size_and_in_chans_through_timm(tmp_pat
     # train.py --pretrained-path FILE: a local copy of timm's weights; img_size / in_chans go to timm's loader
     timm_model = _timm_vit(4)
     file = _save(timm_model, tmp_path / 'vit_tiny.safetensors')
+    # custom_load=False: timm < 1.0.31's augreg cfgs send a local file to their .npz reader (load_timm_blocks says so)
     adapted = timm.create_model(TIMM_SOURCE, pretrained=True, img_size=64, in_chans=1,
-                                pretrained_cfg_overlay=dict(file=file))
+                                pretrained_cfg_overlay=dict(file=file, custom_load=False))
     init = _init_of('vit_tiny_cope', 5, num_classes=3, img_size=64, in_chans=1)
     torch.manual_seed(5)
     model = timm.create_model(f'vit_tiny_cope.{WARM_TAG}', pretrained=True, num_classes=3, img_size=64, in_chans=1,

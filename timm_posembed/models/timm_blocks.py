@@ -98,6 +98,10 @@ def _timm_state_dict(source: str, overlay: Dict[str, Any],
     if 'num_classes' in source_kwargs:
         # the checkpoint's class count: timm then loads its classifier too, instead of dropping it for a fresh one
         overlay.setdefault('num_classes', source_kwargs['num_classes'])
+    if overlay.get('file') and not str(overlay['file']).endswith('.npz'):
+        # timm's augreg cfgs (timm < 1.0.31) set custom_load, which sends a local file to the .npz reader; a
+        # .safetensors / .pth file is a state dict, for timm's load_state_dict.
+        overlay.setdefault('custom_load', False)
     try:
         timm_model = timm.create_model(source, pretrained=True, pretrained_cfg_overlay=overlay or None, **source_kwargs)
     except _UNAVAILABLE_ERRORS as e:
